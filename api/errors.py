@@ -1,0 +1,39 @@
+"""The one place where FarmErrors become HTTP status codes and JSON bodies {code, message, details}."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from registry import errors as e
+
+STATUS: list[tuple[type[e.FarmError], int]] = [
+    (e.TooLarge, 413),
+    (e.UnsupportedOption, 422),
+    (e.InvalidInput, 422),
+    (e.NotFound, 404),
+    (e.Conflict, 409),
+    (e.DigestMismatch, 500),
+    (e.BlobError, 502),
+    (e.ToolchainError, 500),
+]
+
+
+def status_for(exc: e.FarmError) -> int:
+    for cls, status in STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(e.FarmError)
+    async def farm_error(_: Request, exc: e.FarmError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=status_for(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        return JSONResponse({"code": "invalid_request", "message": "; ".join(problems),
+                             "details": {"errors": problems}}, status_code=422)

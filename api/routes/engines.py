@@ -1,0 +1,76 @@
+"""/v1/engines: resolve for a runtime, read, download (presigned redirect or streamed; Range; ETag)."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
+from sqlalchemy.orm import Session
+
+from api.deps import Farm, farm, session
+from registry import compat
+from registry.errors import InvalidInput
+from registry.schemas import EngineInfo, EngineList, Resolution
+from registry.services import engines
+
+router = APIRouter(prefix="/v1/engines", tags=["engines"])
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@router.get("/resolve", response_model=Resolution)
+def resolve(model: str, toolchain: str, version: str, sku: str | None = None, cc: str | None = None,
+            cpu: str | None = None, allow_cross_sku: bool = False, lean_runtime: bool = False,
+            engine_host_code_allowed: bool = False, spec_family: str | None = None,
+            s: Session = Depends(session)) -> Resolution:
+    runtime = compat.Runtime(toolchain=toolchain, version=version, sku=sku, cc=cc, cpu=cpu,
+                             allow_cross_sku=allow_cross_sku, lean_runtime=lean_runtime,
+                             engine_host_code_allowed=engine_host_code_allowed)
+    return engines.resolve(s, model, runtime, spec_family=spec_family)
+
+
+@router.get("", response_model=EngineList)
+def list_engines(model: str | None = Query(None), s: Session = Depends(session)) -> EngineList:
+    return EngineList(items=engines.list_engines(s, model))
+
+
+@router.get("/{engine_id}", response_model=EngineInfo)
+def get_engine(engine_id: str, s: Session = Depends(session)) -> EngineInfo:
+    return engines.engine_info(engines.get_engine(s, engine_id))
+
+
+@router.get("/{engine_id}/artifact", responses={206: {}, 304: {}, 307: {}})
+def get_artifact(engine_id: str, range_: str | None = Header(None, alias="range"),
+                 if_none_match: str | None = Header(None), s: Session = Depends(session),
+                 state: Farm = Depends(farm)) -> Response:
+    row = engines.get_engine(s, engine_id)
+    etag = f'"{row.digest}"'
+    headers = {"ETag": etag, "Accept-Ranges": "bytes", "X-Content-SHA256": row.digest,
+               "Content-Disposition": f'attachment; filename="{row.filename}"'}
+    if if_none_match and etag in if_none_match:
+        return Response(status_code=304, headers=headers)
+    url = state.blobs.presigned_url(row.digest, filename=row.filename)
+    if url:
+        return RedirectResponse(url, status_code=307, headers=headers)
+    start, end = _range(range_, row.size)
+    body = state.blobs.open_range(row.digest, start, end + 1)  # open_range's end is exclusive
+    headers["Content-Length"] = str(end - start + 1)
+    if range_:
+        headers["Content-Range"] = f"bytes {start}-{end}/{row.size}"
+    return StreamingResponse(body, status_code=206 if range_ else 200, media_type="application/octet-stream",
+                             headers=headers)
+
+
+def _range(header: str | None, size: int) -> tuple[int, int]:
+    """(first, last) byte, inclusive."""
+    if not header:
+        return 0, size - 1
+    m = _RANGE.match(header.strip())
+    if not m or not (m[1] or m[2]):
+        raise InvalidInput(f"Range {header!r} is not 'bytes=START-END'")
+    if not m[1]:
+        return max(0, size - int(m[2])), size - 1
+    start, end = int(m[1]), min(int(m[2]) if m[2] else size - 1, size - 1)
+    if start > end:
+        raise InvalidInput(f"Range {header!r} is outside the {size}-byte artifact")
+    return start, end

@@ -1,0 +1,51 @@
+"""/healthz (the process answers), /readyz (database and blob store reachable), /v1/workers, /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
+
+from api.deps import Farm, farm
+from registry.schemas import WorkerInfo
+from registry.services import fleet
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(state: Farm = Depends(farm)) -> JSONResponse:
+    checks = {}
+    try:
+        with state.db.session() as s:
+            s.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - report, don't crash
+        checks["database"] = f"error: {exc.__class__.__name__}: {exc}"
+    try:
+        state.blobs.exists("sha256:" + "0" * 64)
+        checks["blobs"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["blobs"] = f"error: {exc.__class__.__name__}: {exc}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/v1/workers", response_model=list[WorkerInfo], tags=["workers"])
+def workers(state: Farm = Depends(farm)) -> list[WorkerInfo]:
+    with state.db.session() as s:
+        live = {w.name for w in fleet.live_workers(s, state.settings.worker_live_s)}
+        rows = fleet.all_workers(s)
+        return [WorkerInfo.model_validate(w).model_copy(update={"live": w.name in live}) for w in rows]
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics() -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

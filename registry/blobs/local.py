@@ -1,0 +1,167 @@
+"""Blobs in a folder (the embedded mode).
+
+Layout under ``root``: ``blobs/sha256/<ab>/<hex>`` (read-only files, mode 0o444) and ``tmp/`` for
+writes in progress. A write goes to a fresh temp file in ``root/tmp`` while being hashed, is fsynced,
+made read-only, then ``os.replace``d into place: readers never see a partial blob, and two writers of the
+same blob just replace identical bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from registry.blobs.base import (
+    BlobInfo,
+    BlobStore,
+    ChunkReader,
+    _unlink_quietly,
+    check_digest,
+    check_range,
+    mismatch,
+    sha256_digest,
+)
+from registry.digests import CHUNK
+from registry.errors import BlobError, BlobNotFound
+
+log = logging.getLogger(__name__)
+
+BLOB_MODE = 0o444
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.tmp_dir = self.root / "tmp"
+
+    # ---- paths ----------------------------------------------------------------------------------
+    def path_for(self, digest: str) -> Path:
+        """Where the blob lives (or would live) on disk."""
+        return self.root / self.key_for(digest)
+
+    # ---- writes ---------------------------------------------------------------------------------
+    def put_file(self, path: str | os.PathLike[str], expected_digest: str | None = None) -> BlobInfo:
+        if expected_digest is not None:
+            check_digest(expected_digest, "expected digest")
+        with open(path, "rb") as src:
+            return self._ingest(iter(lambda: src.read(CHUNK), b""), expected_digest)
+
+    def put_bytes(self, data: bytes, expected_digest: str | None = None) -> BlobInfo:
+        if expected_digest is not None:
+            check_digest(expected_digest, "expected digest")
+        view = memoryview(data)
+        return self._ingest((view[i : i + CHUNK] for i in range(0, len(view), CHUNK)), expected_digest)
+
+    def _ingest(self, chunks: Iterable[bytes], expected_digest: str | None) -> BlobInfo:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix="put-", suffix=".part")
+        try:
+            h, size = hashlib.sha256(), 0
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    h.update(chunk)
+                    f.write(chunk)
+                    size += len(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            digest = sha256_digest(h)
+            if expected_digest is not None and digest != expected_digest:
+                raise mismatch(expected_digest, digest, size, where="upload rejected")
+            final = self.path_for(digest)
+            if final.exists():
+                if self._existing_is_good(final, digest, size):
+                    return BlobInfo(digest, size)  # write-once: leave the stored blob alone
+                log.warning("blob %s in %s is corrupt on disk; replacing it", digest, self.describe())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(tmp_name, BLOB_MODE)
+            os.replace(tmp_name, final)
+            _fsync_dir(final.parent)
+            return BlobInfo(digest, size)
+        finally:
+            _unlink_quietly(tmp_name)
+
+    @staticmethod
+    def _existing_is_good(path: Path, digest: str, size: int) -> bool:
+        try:
+            if path.stat().st_size != size:
+                return False
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+            return sha256_digest(h) == digest
+        except FileNotFoundError:
+            return False
+
+    def delete(self, digest: str) -> None:
+        _unlink_quietly(self.path_for(digest))
+
+    # ---- reads ----------------------------------------------------------------------------------
+    def exists(self, digest: str) -> bool:
+        return self.path_for(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        try:
+            return self.path_for(digest).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFound(
+                f"blob {digest} is not in {self.describe()}", details={"digest": digest}
+            ) from None
+
+    def open_range(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        check_range(start, end)
+        f = self._open(digest)
+        return _read_chunks(f, start, end)
+
+    def _open_stream(self, digest: str) -> tuple[int, Iterator[bytes]]:
+        f = self._open(digest)  # size from the open handle: no window between stat and open
+        return os.fstat(f.fileno()).st_size, _read_chunks(f, 0, None)
+
+    def _open(self, digest: str):
+        path = self.path_for(digest)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            raise BlobNotFound(
+                f"blob {digest} is not in {self.describe()}", details={"digest": digest}
+            ) from None
+        except IsADirectoryError:
+            raise BlobError(f"{path} is a folder, not a blob") from None
+
+    # ---- misc -----------------------------------------------------------------------------------
+    def presigned_url(
+        self, digest: str, expires_s: int = 3600, filename: str | None = None
+    ) -> str | None:
+        check_digest(digest)
+        return None
+
+    def describe(self) -> str:
+        return f"folder {self.root}"
+
+
+def _read_chunks(f, start: int, end: int | None) -> ChunkReader:
+    try:
+        if start:
+            f.seek(start)
+    except BaseException:
+        f.close()
+        raise
+    remaining = None if end is None else max(0, end - start)
+    return ChunkReader(f.read, f.close, remaining)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)

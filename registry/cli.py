@@ -1,0 +1,289 @@
+"""`trtfarm`: the client commands (talk to TRTFARM_URL through the SDK) and the server commands
+(`up`, `api`, `worker`, `db upgrade`, which need the server/worker extras)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from registry.errors import FarmError
+
+app = typer.Typer(help="trtfarm: build farm and registry for TensorRT / ONNX Runtime engines.", no_args_is_help=True)
+db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+out = Console()
+err = Console(stderr=True)
+DEFAULT_PORT = 8470
+
+
+def main() -> None:
+    try:
+        app()
+    except FarmError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        sys.exit(1)
+
+
+# --- server commands --------------------------------------------------------------------------
+
+
+def _settings(**overrides: Any):  # noqa: ANN202
+    try:
+        from registry.settings import Settings
+    except ImportError:
+        err.print("this command needs the server extra: pip install 'trtfarm[all]'")
+        raise typer.Exit(2) from None
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def up(
+    home: Optional[Path] = typer.Option(None, help="where the embedded farm keeps its database, blobs and broker"),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(DEFAULT_PORT),
+    gpus: str = typer.Option("auto", help="'auto' (one worker per GPU the TensorRT toolchain sees), 'none', or 0,1"),
+    demo: bool = typer.Option(False, help="once up, build a real model, fetch it through the SDK and run it"),
+    exit_after_demo: bool = typer.Option(False, help="stop the farm after the demo (exit 0 if it passed)"),
+) -> None:
+    """Run the embedded farm: API + dispatcher + worker(s) on SQLite, a blob folder and a SQLite broker."""
+    from api.serve import run_embedded
+
+    settings = _settings(home=home)
+    gpu_list = _gpus(settings, gpus)
+    after = _demo_hook(settings, exit_after_demo) if demo else None
+    run_embedded(settings, host, port, gpus=gpu_list, announce=out.print, after_start=after)
+
+
+def _gpus(settings, choice: str) -> list[int] | None:  # noqa: ANN001
+    if choice == "none":
+        return None
+    if choice != "auto":
+        return [int(g) for g in choice.split(",") if g.strip()]
+    interpreters = settings.toolchain_interpreters()
+    if "tensorrt" not in interpreters:
+        return None
+    from workers.runner import probe
+
+    return [d["index"] for d in probe("tensorrt", interpreters["tensorrt"]).devices] or None
+
+
+def _demo_hook(settings, exit_after: bool):  # noqa: ANN001, ANN202
+    def hook(url: str) -> None:
+        from registry.demo import run_demo
+
+        try:
+            ok = run_demo(url, settings.home, out.print)
+        except Exception as exc:  # noqa: BLE001 - the demo reports, the farm stays up
+            out.print(f"[red]demo failed:[/red] {exc}")
+            ok = False
+        if exit_after:
+            os._exit(0 if ok else 1)
+
+    return hook
+
+
+@app.command()
+def api(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(DEFAULT_PORT),
+        dispatcher: bool = typer.Option(True, help="also relay the outbox to the broker and run the reaper")) -> None:
+    """Run the API server (production: PostgreSQL, Redis, S3 from TRTFARM_* settings)."""
+    from api.serve import run_api
+
+    run_api(_settings(), host, port, dispatcher=dispatcher)
+
+
+@app.command()
+def worker(gpu: Optional[int] = typer.Option(None, help="the GPU this worker owns (CUDA_VISIBLE_DEVICES)")) -> None:
+    """Run one worker: probes TRTFARM_TOOLCHAINS, serves the queues its devices can build for."""
+    from workers.main import run_worker
+
+    run_worker(_settings(gpu=gpu))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database (TRTFARM_DATABASE_URL) to the newest schema."""
+    from registry.db.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.resolved_database_url())
+    out.print(f"database at head: {settings.resolved_database_url()}")
+
+
+# --- client commands --------------------------------------------------------------------------
+
+
+def _farm():  # noqa: ANN202
+    from registry.client import Farm
+
+    return Farm()
+
+
+def _print_json(value: Any) -> None:
+    out.print_json(json.dumps(value, default=str))
+
+
+@app.command()
+def submit(
+    model: str = typer.Argument(..., help="path to a .onnx (uploaded if the farm lacks it) or a model id"),
+    target: str = typer.Option(..., "--target", "-t", help="kind==version@device; parts may be omitted"),
+    precision: list[str] = typer.Option([], "--precision", help="fp16, bf16, fp8, int8, int4 (repeatable)"),
+    shape: list[str] = typer.Option([], "--shape", help="NAME:MIN,OPT,MAX e.g. input:1x3x224x224,8x3x224x224,32x3x224x224"),
+    optimization_level: Optional[int] = typer.Option(None, "--opt-level", help="TensorRT builder optimization level 0-5"),
+    hardware_compatibility: Optional[str] = typer.Option(None, "--hardware-compat", help="none, ampere_plus, same_compute_capability"),
+    version_compatible: bool = typer.Option(False, "--version-compatible"),
+    refit: Optional[str] = typer.Option(None, help="none, refit, refit_identical"),
+    workspace_mib: Optional[int] = typer.Option(None, "--workspace-mib"),
+    ort_level: Optional[str] = typer.Option(None, "--ort-level", help="disable, basic, extended, layout, all"),
+    spec_json: Optional[str] = typer.Option(None, "--spec", help="a JSON spec (text or @file); flags override it"),
+    wait: bool = typer.Option(False, "--wait", help="wait for the build and show its progress"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Submit a build (deduplicated by key: the same request returns the same build)."""
+    spec = _spec_from_flags(spec_json, precision=precision, shape=shape, optimization_level=optimization_level,
+                            hardware_compatibility=hardware_compatibility, version_compatible=version_compatible,
+                            refit=refit, workspace_mib=workspace_mib, ort_level=ort_level)
+    farm = _farm()
+    if wait and not as_json:
+        build = _submit_with_progress(farm, model, target, spec)
+    else:
+        build = farm.submit(model, target, spec, wait=wait)
+    if as_json:
+        _print_json(build.model_dump(mode="json"))
+    else:
+        _print_build(build)
+    if wait and build.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def _spec_from_flags(spec_json: str | None, **flags: Any) -> dict:
+    from registry.spec import ShapeRange
+
+    spec: dict = json.loads(Path(spec_json[1:]).read_text() if spec_json and spec_json.startswith("@") else spec_json or "{}")
+    if flags["precision"]:
+        spec["precision"] = list(flags["precision"])
+    if flags["shape"]:
+        profile = {}
+        for item in flags["shape"]:
+            name, sep, ranges = item.rpartition(":")
+            if not sep or not name:
+                raise typer.BadParameter(f"--shape {item!r}: use NAME:MIN,OPT,MAX")
+            profile[name] = ShapeRange.parse(ranges).model_dump(mode="json")
+        spec["profiles"] = [profile]
+    for name in ("optimization_level", "hardware_compatibility", "refit", "workspace_mib"):
+        if flags[name] is not None:
+            spec[name] = flags[name]
+    if flags["version_compatible"]:
+        spec["version_compatible"] = True
+    if flags["ort_level"]:
+        spec.setdefault("onnxruntime", {})["graph_optimization_level"] = flags["ort_level"]
+    return spec
+
+
+def _submit_with_progress(farm, model: str, target: str, spec: dict):  # noqa: ANN001, ANN202
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as bar:
+        task = bar.add_task("submitting", total=None)
+
+        def show(build) -> None:  # noqa: ANN001
+            detail = build.progress or build.waiting_reason or ""
+            bar.update(task, description=f"build {build.id[:12]} {build.status}: {detail}"[:150])
+
+        try:
+            return farm.submit(model, target, spec, wait=True, progress=show)
+        except FarmError as exc:
+            if getattr(exc, "build", None) is not None:
+                return exc.build
+            raise
+
+
+def _print_build(build) -> None:  # noqa: ANN001
+    out.print(f"build [bold]{build.id}[/bold] {build.status}  target {build.target}  key {build.key[:16]}…")
+    if build.waiting_reason:
+        out.print(f"  waiting: {build.waiting_reason}")
+    if build.error:
+        out.print(f"  [red]{build.error.code}[/red]: {build.error.message}")
+    if build.engine_id:
+        out.print(f"  engine {build.engine_id}")
+
+
+@app.command()
+def fetch(
+    model: str = typer.Argument(..., help="model id or a .onnx path (its id is computed locally)"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="also copy the engine here"),
+    runtime: str = typer.Option("auto", help="'auto' or e.g. tensorrt==8.6.0@h100-80gb-hbm3 / onnxruntime==1.23.2@x86_64-avx2"),
+    spec_json: Optional[str] = typer.Option(None, "--spec", help="only engines built with this spec (JSON)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Fetch the engine your runtime can load into the local cache (sha256 verified)."""
+    spec = json.loads(spec_json) if spec_json else None
+    farm = _farm()
+    model_id = farm.model_id(Path(model)) if Path(model).exists() else model
+    path = farm.fetch(model_id, runtime=runtime, spec=spec, dest=output)
+    if as_json:
+        _print_json({"path": str(output or path), "cache_path": str(path)})
+    else:
+        out.print(str(output or path))
+
+
+@app.command()
+def builds(status: Optional[str] = None, model: Optional[str] = None, limit: int = 20,
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """List builds, newest first."""
+    items = _farm().builds(status=status, model=model, limit=limit).items
+    if as_json:
+        return _print_json([b.model_dump(mode="json") for b in items])
+    table = Table("id", "status", "target", "model", "attempt", "worker", "detail")
+    for b in items:
+        detail = (b.error.message if b.error else b.waiting_reason or b.progress or "")[:60]
+        table.add_row(b.id[:12], b.status, b.target, b.model[7:19], str(b.attempt), b.worker or "", detail)
+    out.print(table)
+
+
+@app.command()
+def log(build_id: str) -> None:
+    """Print a build's log."""
+    out.print(_farm().log(build_id), markup=False, highlight=False)
+
+
+@app.command()
+def cancel(build_id: str) -> None:
+    """Cancel a queued or running build."""
+    _print_build(_farm().cancel(build_id))
+
+
+@app.command()
+def engines(model: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List a model's engines."""
+    items = _farm().engines(model)
+    if as_json:
+        return _print_json([e.model_dump(mode="json") for e in items])
+    table = Table("id", "toolchain", "version", "device", "compat", "size", "valid", "p50 ms")
+    for e in items:
+        table.add_row(e.id[:12], e.toolchain, e.version, e.device, e.hardware_compatibility, str(e.size),
+                      str(e.validation_passed), f"{e.latency_p50_ms:.3f}" if e.latency_p50_ms is not None else "")
+    out.print(table)
+
+
+@app.command()
+def workers(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the fleet's workers and the queues they serve."""
+    items = _farm().workers()
+    if as_json:
+        return _print_json([w.model_dump(mode="json") for w in items])
+    table = Table("name", "live", "toolchains", "queues", "building")
+    for w in items:
+        tcs = ", ".join(f"{t['kind']}=={t['version']}" for t in w.toolchains)
+        table.add_row(w.name, str(w.live), tcs, "\n".join(w.queues), w.current_build or "")
+    out.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,602 @@
+"""The SDK: talk to a farm over HTTP (httpx only) and keep a verified local engine cache.
+
+    farm = Farm("http://farm:8000", token="...")
+    build = farm.submit("model.onnx", "tensorrt==8.6.0@h100-80gb-hbm3", {"precision": ["fp16"]})
+    plan = farm.fetch("model.onnx")               # detects this host's runtime, downloads, verifies
+    plan = farm.fetch("model.onnx")               # a local hit: no network at all
+
+Imports only httpx, pydantic and the stdlib-only parts of `registry`; `onnx` is used when installed to
+find a model's external-data files, and is never required.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import httpx
+
+from registry import __version__
+from registry.digests import CHUNK, ModelFile, digest_of_file, is_digest, model_id
+from registry.errors import (
+    DigestMismatch,
+    FarmError,
+    InvalidInput,
+    InvalidModel,
+    RemoteError,
+    ToolchainError,
+)
+from registry.keys import canonical_json, sha256_hex, spec_family
+from registry.runtime import RuntimeSpec, as_runtime
+from registry.schemas import BuildInfo, BuildList, BuildRequest, EngineInfo, EngineList, ModelInfo, Resolution, WorkerInfo
+from registry.spec import BuildSpec, parse_spec
+
+MAX_REDIRECTS = 5
+SpecLike = BuildSpec | Mapping[str, Any] | None
+Progress = Callable[[BuildInfo], Any]
+
+
+class Unreachable(FarmError):
+    """The farm's URL did not answer (connection refused, DNS, TLS, timeout)."""
+
+    code = "unreachable"
+
+
+class BuildTimeout(FarmError):
+    """`submit(wait=True, timeout=...)` or `wait()` ran out of time; the build goes on at the farm."""
+
+    code = "build_timeout"
+
+
+class BuildCancelled(FarmError):
+    code = "build_cancelled"
+
+
+class Farm:
+    """A client of one farm. Thread-compatible (one per thread), usable as a context manager."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        url = url or os.environ.get("TRTFARM_URL")
+        if not url:
+            raise InvalidInput("set TRTFARM_URL or pass url= (e.g. Farm('http://localhost:8000'))")
+        self.url = url.rstrip("/")
+        self.token = token if token is not None else (os.environ.get("TRTFARM_TOKEN") or None)
+        self.cache_dir = Path(cache_dir or os.environ.get("TRTFARM_CACHE") or "~/.cache/trtfarm").expanduser()
+        self.sleep: Callable[[float], None] = time.sleep
+        self.clock: Callable[[], float] = time.monotonic
+        self._timeout = timeout
+        self._transport = transport
+        headers = {"User-Agent": f"trtfarm/{__version__}"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        self._bare: httpx.Client | None = None  # for other origins (presigned URLs): never carries the token
+        self._detected: RuntimeSpec | None = None  # 'auto', detected once per Farm
+
+    # -------------------------------------------------------------------------------- plumbing
+
+    def close(self) -> None:
+        self._http.close()
+        if self._bare is not None:
+            self._bare.close()
+
+    def __enter__(self) -> Farm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Farm({self.url!r})"
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach the farm at {self.url}: {exc}") from exc
+        raise_for_error(response)
+        return response
+
+    def _get(self, path: str, **kwargs: Any) -> Any:
+        return self._request("GET", path, **kwargs).json()
+
+    # ---------------------------------------------------------------------------------- models
+
+    def model_files(self, path: str | os.PathLike[str], external_data: Sequence[os.PathLike[str] | str] | None = None) -> list[tuple[ModelFile, Path]]:
+        """The model's files (the .onnx first) with their digests, as the server will see them."""
+        return [(_model_file(rel, local), local) for rel, local in model_layout(Path(path), external_data)]
+
+    def model_id(self, path: str | os.PathLike[str], external_data: Sequence[os.PathLike[str] | str] | None = None) -> str:
+        """The id the farm gives this model (sha256 of the .onnx, or of the manifest with external data)."""
+        return model_id(f for f, _ in self.model_files(path, external_data))
+
+    def has_model(self, model: str) -> bool:
+        """HEAD /v1/models/{id}."""
+        try:
+            response = self._http.head(f"/v1/models/{model}")
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach the farm at {self.url}: {exc}") from exc
+        if response.status_code == 404:
+            return False
+        raise_for_error(response)
+        return True
+
+    def model(self, model: str) -> ModelInfo:
+        return ModelInfo.model_validate(self._get(f"/v1/models/{model}"))
+
+    def upload(self, path: str | os.PathLike[str], external_data: Sequence[os.PathLike[str] | str] | None = None) -> ModelInfo:
+        """Upload a model unless the farm has it already (HEAD first). Files are streamed from disk."""
+        files = self.model_files(path, external_data)
+        mid = model_id(f for f, _ in files)
+        if self.has_model(mid):
+            return self.model(mid)
+        with ExitStack() as stack:
+            parts = [
+                ("file" if i == 0 else "files", (f.path, stack.enter_context(open(local, "rb")), "application/octet-stream"))
+                for i, (f, local) in enumerate(files)
+            ]
+            info = ModelInfo.model_validate(self._request("POST", "/v1/models", files=parts).json())
+        if info.id != mid:
+            raise DigestMismatch(f"the farm named the uploaded model {info.id} but this SDK computed {mid}",
+                                 details={"local": mid, "remote": info.id})
+        return info
+
+    def _model_ref(self, model: str | os.PathLike[str], *, upload: bool) -> str:
+        """A model id from an id or a path (uploading the path when `upload`)."""
+        if isinstance(model, str) and is_digest(model):
+            return model
+        if not Path(model).is_file():
+            raise InvalidInput(f"model {str(model)!r} is neither a model id (sha256:<hex>) nor an existing .onnx file")
+        return self.upload(model).id if upload else self.model_id(model)
+
+    # ---------------------------------------------------------------------------------- builds
+
+    def submit(
+        self,
+        model: str | os.PathLike[str],
+        target: str | RuntimeSpec,
+        spec: SpecLike = None,
+        *,
+        plugins: Sequence[str] = (),
+        calibration: str | None = None,
+        wait: bool = True,
+        progress: Progress | None = None,
+        poll_interval: float = 1.0,
+        timeout: float | None = None,
+    ) -> BuildInfo:
+        """Request a build (an existing build for the same key is returned). With `wait`, poll until it ends.
+
+        `model` is a model id or a path (uploaded first if the farm lacks it). A failed build raises
+        ToolchainError (`.build` holds the BuildInfo), a cancelled one BuildCancelled, a timeout BuildTimeout.
+        """
+        request = BuildRequest(
+            model=self._model_ref(model, upload=True),
+            target=target.target() if isinstance(target, RuntimeSpec) else str(target),
+            spec=spec_payload(spec),
+            plugins=list(plugins),
+            calibration=calibration,
+        )
+        info = BuildInfo.model_validate(self._request("POST", "/v1/builds", json=request.model_dump(mode="json")).json())
+        if not wait:
+            return info
+        return self.wait(info, progress=progress, poll_interval=poll_interval, timeout=timeout)
+
+    def wait(
+        self, build: str | BuildInfo, *, progress: Progress | None = None, poll_interval: float = 1.0, timeout: float | None = None
+    ) -> BuildInfo:
+        """Poll a build until it is terminal, calling `progress(info)` on every poll; raise unless it succeeded."""
+        info = build if isinstance(build, BuildInfo) else self.build(build)
+        deadline = None if timeout is None else self.clock() + timeout
+        while True:
+            if progress is not None:
+                progress(info)
+            if info.done:
+                return check_succeeded(info)
+            if deadline is not None and self.clock() >= deadline:
+                raise BuildTimeout(
+                    f"build {info.id} is still {info.status} after {timeout:g}s"
+                    + (f" ({info.waiting_reason})" if info.waiting_reason else "")
+                    + f"; it goes on at the farm: wait again with Farm.wait({info.id!r})",
+                    details={"build": info.id, "status": info.status},
+                )
+            remaining = poll_interval if deadline is None else max(0.0, min(poll_interval, deadline - self.clock()))
+            self.sleep(remaining)
+            info = self.build(info.id)
+
+    def build(self, build_id: str) -> BuildInfo:
+        return BuildInfo.model_validate(self._get(f"/v1/builds/{build_id}"))
+
+    def builds(
+        self, *, status: str | None = None, model: str | None = None, toolchain: str | None = None,
+        limit: int | None = None, offset: int | None = None,
+    ) -> BuildList:
+        """GET /v1/builds with the given filters (None = no filter)."""
+        params = {k: v for k, v in dict(status=status, model=model, toolchain=toolchain, limit=limit, offset=offset).items() if v is not None}
+        return BuildList.model_validate(self._get("/v1/builds", params=params))
+
+    def log(self, build_id: str) -> str:
+        return self._request("GET", f"/v1/builds/{build_id}/log").text
+
+    def cancel(self, build_id: str) -> BuildInfo:
+        return BuildInfo.model_validate(self._request("POST", f"/v1/builds/{build_id}/cancel").json())
+
+    # --------------------------------------------------------------------------------- engines
+
+    def engines(self, model: str | os.PathLike[str]) -> list[EngineInfo]:
+        """Every engine of a model (id or path; a path is hashed locally, not uploaded)."""
+        return EngineList.model_validate(self._get("/v1/engines", params={"model": self._model_ref(model, upload=False)})).items
+
+    def engine(self, engine_id: str) -> EngineInfo:
+        return EngineInfo.model_validate(self._get(f"/v1/engines/{engine_id}"))
+
+    def workers(self) -> list[WorkerInfo]:
+        return [WorkerInfo.model_validate(w) for w in self._get("/v1/workers")]
+
+    def runtime(self, runtime: str | RuntimeSpec | Any = "auto") -> RuntimeSpec:
+        """A RuntimeSpec from 'auto' (detected once per Farm), a runtime string, or a RuntimeSpec/compat.Runtime."""
+        if runtime is None or runtime == "auto":
+            if self._detected is None:
+                self._detected = as_runtime("auto")
+            return self._detected
+        return as_runtime(runtime)
+
+    def resolve(self, model: str | os.PathLike[str], runtime: str | RuntimeSpec | Any = "auto", spec: SpecLike = None) -> Resolution:
+        """The engine the farm picks for this runtime (RemoteError code no_compatible_engine when none)."""
+        params = resolve_query(self._model_ref(model, upload=False), self.runtime(runtime), spec)
+        return Resolution.model_validate(self._get("/v1/engines/resolve", params=params))
+
+    # ------------------------------------------------------------------------------------ fetch
+
+    def fetch(
+        self,
+        model: str | os.PathLike[str],
+        runtime: str | RuntimeSpec | Any = "auto",
+        spec: SpecLike = None,
+        *,
+        dest: str | os.PathLike[str] | None = None,
+        build_if_missing: bool = False,
+        target: str | None = None,
+        wait_timeout: float | None = None,
+        progress: Progress | None = None,
+        refresh: bool = False,
+        verify_cached: bool = False,
+    ) -> Path:
+        """The local path of a verified engine for `runtime` (detected with 'auto').
+
+        A question answered before (same farm, model, runtime, spec family) is answered from the local
+        index with no network call while its blob is cached; `refresh=True` asks the farm again. With
+        `build_if_missing`, a missing engine is built (target from `target` or the runtime) and waited for.
+        `dest` gets a copy of the engine; its path is returned then.
+        """
+        rt = self.runtime(runtime)
+        mid = self._model_ref(model, upload=False)
+        question = self._question(mid, rt, spec)
+        engine = None if refresh else self._index_hit(question, verify_cached)
+        if engine is None:
+            engine = self._resolve_or_build(model, mid, rt, spec, build_if_missing, target, wait_timeout, progress).engine
+            self._ensure_blob(engine, verify_cached)
+            self._index_write(question, engine)
+        blob = self.blob_path(engine.digest)
+        return blob if dest is None else _copy_out(blob, Path(dest), Path(engine.filename).name or blob.name)
+
+    def _resolve_or_build(
+        self, model: Any, mid: str, rt: RuntimeSpec, spec: SpecLike, build_if_missing: bool,
+        target: str | None, wait_timeout: float | None, progress: Progress | None,
+    ) -> Resolution:
+        try:
+            return self.resolve(mid, rt, spec)
+        except RemoteError as exc:
+            if not build_if_missing or exc.code not in ("no_compatible_engine", "model_not_found"):
+                raise
+            missing_model = exc.code == "model_not_found"
+        if missing_model and not (isinstance(model, str) and is_digest(model)):
+            self.upload(model)
+        self.submit(mid, target or rt.target(), spec, wait=True, timeout=wait_timeout, progress=progress)
+        return self.resolve(mid, rt, spec)
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the cache keeps a blob: cache_dir/engines/sha256/<ab>/<hex>."""
+        if not is_digest(digest):
+            raise DigestMismatch(f"the farm sent {digest!r} as a digest; expected sha256:<64 hex>")
+        hexdigest = digest.removeprefix("sha256:")
+        return self.cache_dir / "engines" / "sha256" / hexdigest[:2] / hexdigest
+
+    def _ensure_blob(self, engine: EngineInfo, verify: bool) -> Path:
+        path = self.blob_path(engine.digest)
+        if _cached_ok(path, engine.digest, engine.size, verify):
+            return path
+        return self.download(engine, path)
+
+    def download(self, engine: EngineInfo, path: Path | None = None) -> Path:
+        """Stream an engine into the cache, verify sha256 and size, atomically rename; nothing left on failure."""
+        path = path or self.blob_path(engine.digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as out, self._artifact(engine.id) as response:
+                digest, size = _copy_hashing(response.iter_bytes(CHUNK), out, limit=engine.size)
+            if digest != engine.digest or size != engine.size:
+                raise DigestMismatch(
+                    f"engine {engine.id}: downloaded {size} bytes hashing to {digest}; the farm says {engine.size} bytes, "
+                    f"{engine.digest}. Nothing was kept; try again, and report it if it repeats",
+                    details={"engine": engine.id, "expected": engine.digest, "got": digest, "size": size},
+                )
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, path)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @contextmanager
+    def _artifact(self, engine_id: str) -> Iterator[httpx.Response]:
+        """GET the artifact, following redirects by hand: the token goes only to the farm's own origin."""
+        url = self._http.build_request("GET", f"/v1/engines/{engine_id}/artifact").url
+        for _ in range(MAX_REDIRECTS + 1):
+            client = self._http if _same_origin(url, self._http.base_url) else self._bare_client()
+            try:
+                response = client.send(client.build_request("GET", url), stream=True)
+            except httpx.TransportError as exc:
+                raise Unreachable(f"cannot download engine {engine_id} from {url.copy_with(query=None)}: {exc}") from exc
+            try:
+                if response.is_redirect and "location" in response.headers:
+                    url = response.url.join(response.headers["location"])
+                    continue
+                if response.is_error:
+                    response.read()
+                    raise_for_error(response)
+                yield response
+                return
+            finally:
+                response.close()
+        raise RemoteError(508, "too_many_redirects", f"engine {engine_id}: more than {MAX_REDIRECTS} redirects")
+
+    def _bare_client(self) -> httpx.Client:
+        if self._bare is None:
+            self._bare = httpx.Client(timeout=self._timeout, transport=self._transport,
+                                      headers={"User-Agent": f"trtfarm/{__version__}"})
+        return self._bare
+
+    # ------------------------------------------------------------------------------ local index
+
+    def _question(self, mid: str, rt: RuntimeSpec, spec: SpecLike) -> dict[str, Any]:
+        """What a fetch asks; the local index is keyed by its canonical JSON."""
+        return {"farm": self.url, "model": mid, "runtime": rt.to_query(), "spec_family": family_of(spec)}
+
+    def _index_path(self, question: dict[str, Any]) -> Path:
+        return self.cache_dir / "index" / f"{sha256_hex(canonical_json(question))}.json"
+
+    def _index_hit(self, question: dict[str, Any], verify: bool) -> EngineInfo | None:
+        try:
+            engine = EngineInfo.model_validate_json(self._index_path(question).read_bytes())
+            path = self.blob_path(engine.digest)
+        except (OSError, ValueError, FarmError):
+            return None
+        return engine if _cached_ok(path, engine.digest, engine.size, verify) else None
+
+    def _index_write(self, question: dict[str, Any], engine: EngineInfo) -> None:
+        path = self._index_path(question)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(engine.model_dump_json())
+            os.replace(tmp, path)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def cached(self, model: str | os.PathLike[str], runtime: str | RuntimeSpec | Any = "auto", spec: SpecLike = None) -> Path | None:
+        """The engine a previous fetch of this question stored, if still cached (no network)."""
+        question = self._question(self._model_ref(model, upload=False), self.runtime(runtime), spec)
+        engine = self._index_hit(question, verify=False)
+        return None if engine is None else self.blob_path(engine.digest)
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def raise_for_error(response: httpx.Response) -> None:
+    """Any 4xx/5xx → RemoteError(status, code, message, details) from the farm's JSON error body."""
+    if response.status_code < 400:
+        return
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("code"), str) and "message" in body:
+        details = body.get("details")
+        raise RemoteError(status, body["code"], str(body["message"]), details if isinstance(details, dict) else None)
+    text = response.text.strip()[:500] if response.text else ""
+    if isinstance(body, dict) and "detail" in body:
+        text = str(body["detail"])[:500]
+    raise RemoteError(status, f"http_{status}", text or response.reason_phrase or f"HTTP {status}")
+
+
+def check_succeeded(info: BuildInfo) -> BuildInfo:
+    """Return a succeeded build; raise ToolchainError / BuildCancelled (with `.build`) otherwise."""
+    if info.status == "succeeded":
+        return info
+    if info.status == "cancelled":
+        exc: FarmError = BuildCancelled(f"build {info.id} ({info.target}) was cancelled", details={"build": info.id})
+    else:
+        why = f"{info.error.code}: {info.error.message}" if info.error else "no error recorded"
+        exc = ToolchainError(
+            f"build {info.id} ({info.target}) failed after {info.attempt} attempt(s): {why}. "
+            f"Log: trtfarm log {info.id}",
+            details={"build": info.id, "error": info.error.model_dump() if info.error else None},
+        )
+    exc.build = info  # type: ignore[attr-defined]
+    raise exc
+
+
+def spec_payload(spec: SpecLike) -> dict[str, Any]:
+    """A spec validated locally, sent with only the fields that differ from defaults (the server fills them)."""
+    if spec is None:
+        return {}
+    parsed = parse_spec(spec if isinstance(spec, BuildSpec) else dict(spec))
+    return parsed.model_dump(mode="json", exclude_defaults=True)
+
+
+def family_of(spec: SpecLike) -> str | None:
+    """registry.keys.spec_family of a spec (None for no spec: any family)."""
+    return None if spec is None else spec_family(parse_spec(spec if isinstance(spec, BuildSpec) else dict(spec)))
+
+
+def resolve_query(model: str, runtime: RuntimeSpec, spec: SpecLike = None) -> dict[str, str]:
+    """Query parameters of GET /v1/engines/resolve."""
+    params = {"model": model, **runtime.to_query()}
+    if (family := family_of(spec)) is not None:
+        params["spec_family"] = family
+    return params
+
+
+def model_layout(path: Path, external_data: Sequence[os.PathLike[str] | str] | None = None) -> list[tuple[str, Path]]:
+    """(relative '/' path, local path) of a model's files, the .onnx first.
+
+    External data: `external_data` when given (paths relative to the model's folder or to the current
+    directory); else the locations recorded in the model when `onnx` is installed; else none.
+    """
+    if not path.is_file():
+        raise InvalidModel(f"model file {str(path)!r} does not exist")
+    folder = path.resolve().parent
+    if external_data is None:
+        locations = external_data_locations(path)
+        extra = [folder / loc for loc in locations]
+    else:
+        extra = [_locate(Path(p), folder) for p in external_data]
+    layout = [(path.name, path)]
+    seen = {path.name}
+    for local in extra:
+        rel = _relative_inside(local, folder, path)
+        if rel not in seen:
+            seen.add(rel)
+            layout.append((rel, local))
+    return layout
+
+
+def external_data_locations(path: Path) -> list[str]:
+    """The external-data file names an .onnx refers to ([] when `onnx` is not installed)."""
+    try:
+        import onnx  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # DecodeError and friends: not ONNX at all
+        raise InvalidModel(f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    found: dict[str, None] = {}
+    for tensor in _tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    found[entry.value] = None
+    return list(found)
+
+
+def _tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of a graph, its sparse initializers, node attributes and subgraphs."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors(sub)
+
+
+def _locate(p: Path, folder: Path) -> Path:
+    if p.is_absolute() or not (folder / p).exists():
+        return p
+    return folder / p
+
+
+def _relative_inside(local: Path, folder: Path, model: Path) -> str:
+    try:
+        rel = local.resolve().relative_to(folder)
+    except ValueError:
+        raise InvalidModel(f"external data {str(local)!r} of {str(model)!r} must be inside the model's folder {str(folder)!r}") from None
+    if not local.is_file():
+        raise InvalidModel(f"external data file {str(local)!r} of {str(model)!r} does not exist")
+    return PurePosixPath(*rel.parts).as_posix()
+
+
+def _model_file(rel: str, local: Path) -> ModelFile:
+    digest, size = digest_of_file(local)
+    return ModelFile(rel, digest, size)
+
+
+def _copy_hashing(chunks: Iterator[bytes], out: Any, limit: int) -> tuple[str, int]:
+    """Write chunks while hashing; stop reading once past `limit` bytes (it can only be a mismatch then)."""
+    h, size = hashlib.sha256(), 0
+    for chunk in chunks:
+        h.update(chunk)
+        out.write(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return "sha256:" + h.hexdigest(), size
+
+
+def _cached_ok(path: Path, digest: str, size: int, verify: bool) -> bool:
+    try:
+        if path.stat().st_size != size:
+            return False
+    except OSError:
+        return False
+    if verify and digest_of_file(path)[0] != digest:
+        with suppress(OSError):
+            path.unlink()  # a corrupt cache entry; it is downloaded again
+        return False
+    return True
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    return (a.scheme, a.host, a.port or _default_port(a)) == (b.scheme, b.host, b.port or _default_port(b))
+
+
+def _default_port(url: httpx.URL) -> int | None:
+    return {"http": 80, "https": 443}.get(url.scheme)
+
+
+def _copy_out(blob: Path, dest: Path, filename: str) -> Path:
+    """Copy a cached engine to `dest` (a file path, or a folder to put it in as `filename`); atomic; writable."""
+    if dest.is_dir():
+        dest = dest / filename
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+    try:
+        with os.fdopen(fd, "wb") as out, open(blob, "rb") as src:
+            shutil.copyfileobj(src, out, CHUNK)
+        os.replace(tmp, dest)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return dest
+
+
+__all__ = ["BuildCancelled", "BuildTimeout", "Farm", "RuntimeSpec", "Unreachable", "raise_for_error"]

@@ -1,0 +1,353 @@
+"""Which engine serves which runtime: the compatibility rules of DESIGN.md.
+
+Pure: no I/O, no SQL, no pydantic. The API service ranks the engines it stores with it, and the SDK
+explains a choice (or a refusal) with the same code.
+
+DESIGN.md, "Which engine serves which runtime": candidates are ranked and the first class that has one
+wins, and the answer says which:
+
+1. exact                   same toolchain version, same SKU (hardware compatibility `none`); for
+                           onnxruntime: same version, same CPU device (`x86_64-avx2`).
+2. same_compute_capability same version, same `sm_XX`, plan built with `same_compute_capability`; or a
+                           `none` plan from another SKU of that cc, only when the client allows
+                           cross-SKU loading (a warning: TensorRT says it may be slower or fail to load).
+3. ampere_plus             same version, plan built with `ampere_plus`, runtime cc >= sm_80.
+4. version_compatible      plan built `version_compatible` by TensorRT >= 8.6, runtime version >= builder
+                           version, the pair allowed (same major, or a documented next-major pair),
+                           device rules as in 1-3.
+
+Lean runtime (DESIGN.md: "a lean/dispatch runtime needs `engine_host_code_allowed`"): a lean or dispatch
+runtime deserializes only version-compatible plans, and loading one that embeds its lean runtime runs
+that host code, so the client must allow it. A plan built with `exclude_lean_runtime` carries no lean
+runtime: only a runtime of the builder's own version loads it.
+
+Ties within a class: newer build first, then lower measured latency (unmeasured last).
+Every rejection carries a one-line reason; `NoMatch` turns them into the 404 body.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Iterable, NamedTuple
+
+from registry.errors import InvalidInput, NoCompatibleEngine
+from registry.targets import AMPERE_PLUS, cc_slug, cc_tuple
+
+TENSORRT = "tensorrt"
+ONNXRUNTIME = "onnxruntime"
+MIN_VERSION_COMPATIBLE = (8, 6, 0)
+AMPERE_CC = (8, 0)
+# Cross-major pairs (builder major, runtime major) that NVIDIA documents for version-compatible plans.
+# Same major is always allowed. TensorRT 10 docs: "engines built with TensorRT 8 work with TensorRT 9
+# and TensorRT 10 runtimes"; TensorRT 11 docs: "engines built with TensorRT 10 work with TensorRT 11".
+ALLOWED_CROSS_MAJOR = frozenset({(8, 9), (8, 10), (10, 11)})
+
+Version = tuple[int, int, int]
+
+
+class MatchClass(str, Enum):
+    """Match classes, best first (the declaration order is the rank)."""
+
+    EXACT = "exact"
+    SAME_COMPUTE_CAPABILITY = "same_compute_capability"
+    AMPERE_PLUS = "ampere_plus"
+    VERSION_COMPATIBLE = "version_compatible"
+
+    @property
+    def rank(self) -> int:
+        return list(MatchClass).index(self)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a client has: toolchain kind + version, and its device."""
+
+    toolchain: str
+    version: str
+    sku: str | None = None  # GPU SKU slug, "h100-80gb-hbm3"
+    cc: str | None = None  # "sm_90" (or "9.0")
+    cpu: str | None = None  # CPU device, "x86_64-avx2"
+    allow_cross_sku: bool = False
+    lean_runtime: bool = False  # the client runs a lean / dispatch runtime
+    engine_host_code_allowed: bool = False
+
+    def describe(self) -> str:
+        if self.toolchain != TENSORRT:
+            return f"{self.toolchain} {self.version} / {self.cpu or 'unknown CPU'}"
+        device = " ".join(filter(None, [self.sku, f"({self.cc})" if self.sku and self.cc else self.cc]))
+        lean = " (lean runtime)" if self.lean_runtime else ""
+        return f"{self.toolchain} {self.version}{lean} / {device or 'unknown GPU'}"
+
+    def suggested_target(self) -> str:
+        """The target that would build an exact match for this runtime."""
+        device = self.cpu if self.toolchain != TENSORRT else (self.sku or self.cc)
+        return f"{self.toolchain}=={self.version}" + (f"@{device}" if device else "")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One stored engine, as far as compatibility is concerned."""
+
+    engine_id: str
+    toolchain: str
+    version: str  # the builder's version (read from the plan)
+    device: str  # the build's device: SKU slug, sm_XX, ampere_plus or CPU device
+    sku: str | None = None  # the SKU it was built on
+    cc: str | None = None  # the cc it was built on, "sm_90"
+    hardware_compatibility: str = "none"  # none | ampere_plus | same_compute_capability
+    version_compatible: bool = False
+    exclude_lean_runtime: bool = False
+    created_at: float | datetime | None = None
+    latency_ms: float | None = None
+
+
+class Match(NamedTuple):
+    match_class: MatchClass
+    reason: str
+    warning: str | None = None
+
+
+class Rejection(NamedTuple):
+    engine_id: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    candidate: Candidate
+    match_class: MatchClass
+    reason: str
+    warning: str | None = None
+
+
+class NoMatch(NoCompatibleEngine):
+    """No candidate loads on the runtime; the message lists what exists, why not, and what to build."""
+
+    def __init__(
+        self,
+        rejections: list[Rejection] | list[tuple[str, str]],
+        *,
+        runtime: Runtime | None = None,
+        model: str | None = None,
+        suggest: str | None = None,
+    ) -> None:
+        self.rejections = [Rejection(*r) for r in rejections]
+        self.model = model
+        self.suggest = suggest or (runtime.suggested_target() if runtime else None)
+        details: dict = {"rejections": [r._asdict() for r in self.rejections]}
+        if runtime is not None:
+            details["runtime"] = runtime.describe()
+        if self.suggest:
+            details["suggested_target"] = self.suggest
+        super().__init__(self._message(runtime), details=details)
+
+    def _message(self, runtime: Runtime | None) -> str:
+        what = f"model {self.model}" if self.model else "this model"
+        where = f" loads on {runtime.describe()}" if runtime else " loads on this runtime"
+        if self.rejections:
+            listed = "; ".join(f"{r.engine_id}: {r.why}" for r in self.rejections)
+            n = len(self.rejections)
+            text = f"no engine of {what}{where}; {n} exist{'s' if n == 1 else ''}: {listed}"
+        else:
+            text = f"no engine of {what}{where}; none has been built"
+        return text + (f"; build one with target {self.suggest}" if self.suggest else "")
+
+
+# ---------------------------------------------------------------------------------------- public API
+
+
+def classify(candidate: Candidate, runtime: Runtime) -> Match | None:
+    """The match class of `candidate` on `runtime`, or None if it cannot load there."""
+    verdict = assess(candidate, runtime)
+    return verdict if isinstance(verdict, Match) else None
+
+
+def assess(candidate: Candidate, runtime: Runtime) -> Match | Rejection:
+    """Like `classify`, but a refusal comes back as a Rejection with its one-line reason."""
+    verdict = _judge(candidate, runtime)
+    return verdict if isinstance(verdict, Match) else Rejection(candidate.engine_id, verdict)
+
+
+def rank(candidates: Iterable[Candidate], runtime: Runtime) -> list[Resolution]:
+    """Every candidate that loads on `runtime`, best first."""
+    matches = []
+    for c in candidates:
+        m = classify(c, runtime)
+        if m is not None:
+            matches.append(Resolution(c, m.match_class, m.reason, m.warning))
+    return sorted(matches, key=_sort_key)
+
+
+def resolve(
+    candidates: Iterable[Candidate], runtime: Runtime, *, model: str | None = None, suggest: str | None = None
+) -> Resolution:
+    """The best candidate for `runtime`; NoMatch (with every rejection's reason) when none loads."""
+    candidates = list(candidates)
+    ranked = rank(candidates, runtime)
+    if ranked:
+        return ranked[0]
+    rejections = [v for v in (assess(c, runtime) for c in candidates) if isinstance(v, Rejection)]
+    raise NoMatch(rejections, runtime=runtime, model=model, suggest=suggest)
+
+
+def parse_version(text: str) -> Version:
+    """'8.6' -> (8, 6, 0); '8.6.0.12' -> (8, 6, 0): padded and cut to major.minor.patch."""
+    parts = []
+    for piece in str(text).strip().split("."):
+        digits = re.match(r"\d+", piece)
+        if not digits:
+            break
+        parts.append(int(digits[0]))
+        if digits[0] != piece:  # "1.post1": stop after the numeric prefix
+            break
+    if not parts:
+        raise InvalidInput(f"version {text!r} should look like 8.6.0")
+    return tuple((parts + [0, 0])[:3])  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------------ the rules
+
+
+def _judge(c: Candidate, rt: Runtime) -> Match | str:
+    if c.toolchain != rt.toolchain:
+        return f"built by {c.toolchain}, the runtime is {rt.toolchain}"
+    if rt.toolchain == TENSORRT:
+        return _judge_tensorrt(c, rt)
+    return _judge_cpu(c, rt)
+
+
+def _judge_cpu(c: Candidate, rt: Runtime) -> Match | str:
+    if parse_version(c.version) != parse_version(rt.version):
+        return f"built by {c.toolchain} {c.version}, the runtime is {rt.version}"
+    if c.device != rt.cpu:
+        return f"optimized for {c.device}, the runtime's CPU is {rt.cpu or 'unknown'}"
+    return Match(MatchClass.EXACT, f"{c.toolchain} {c.version} model optimized for {c.device}")
+
+
+def _judge_tensorrt(c: Candidate, rt: Runtime) -> Match | str:
+    device = _device_match(c, rt)
+    if isinstance(device, str):
+        return device
+    lean_problem = _lean_problem(c, rt)
+    if lean_problem:
+        return lean_problem
+    if parse_version(c.version) == parse_version(rt.version):
+        return device
+    version_problem = _version_problem(c, rt)
+    if version_problem:
+        return version_problem
+    reason = f"version-compatible plan built by tensorrt {c.version} loads on {rt.version}; {device.reason}"
+    return Match(MatchClass.VERSION_COMPATIBLE, reason, device.warning)
+
+
+def _device_match(c: Candidate, rt: Runtime) -> Match | str:
+    """Classes 1-3 on the device alone (the version is judged apart)."""
+    level = c.hardware_compatibility
+    if level == "ampere_plus":
+        return _ampere_plus(c, rt)
+    if level == "same_compute_capability":
+        return _same_cc(c, rt)
+    if level != "none":
+        return f"unknown hardware compatibility {level!r}"
+    built_on = _built_sku(c)
+    if built_on and built_on == rt.sku:
+        return Match(MatchClass.EXACT, f"built on {built_on}, the runtime's SKU")
+    return _cross_sku(c, rt, built_on)
+
+
+def _same_cc(c: Candidate, rt: Runtime) -> Match | str:
+    built_cc = _built_cc(c)
+    same_sku = bool(rt.sku) and rt.sku == _built_sku(c)
+    if built_cc is None or (_cc(rt.cc) != built_cc and not (rt.cc is None and same_sku)):
+        return f"same_compute_capability plan for {built_cc or 'an unknown cc'}, the runtime is {rt.cc or 'unknown'}"
+    return Match(MatchClass.SAME_COMPUTE_CAPABILITY, f"same_compute_capability plan for {built_cc}")
+
+
+def _cross_sku(c: Candidate, rt: Runtime, built_on: str | None) -> Match | str:
+    built_cc = _built_cc(c)
+    on = f"built on {built_on or 'an unknown SKU'} ({built_cc or 'unknown cc'})"
+    if built_cc is None or _cc(rt.cc) != built_cc:
+        return f"{on} with hardware compatibility none, the runtime is {rt.sku or 'unknown'} ({rt.cc or 'unknown cc'})"
+    if not rt.allow_cross_sku:
+        return f"{on} with hardware compatibility none, not {rt.sku or 'this SKU'}; allow cross-SKU loading to use it"
+    warning = (
+        f"plan built on {built_on or 'another SKU'} loads on {rt.sku or 'this SKU'} only because cross-SKU loading "
+        "is allowed; TensorRT warns it may be slower or fail to load"
+    )
+    return Match(MatchClass.SAME_COMPUTE_CAPABILITY, f"{on}, cross-SKU loading allowed", warning)
+
+
+def _ampere_plus(c: Candidate, rt: Runtime) -> Match | str:
+    runtime_cc = _cc(rt.cc)
+    if runtime_cc is None:
+        return "ampere_plus plan needs cc >= sm_80, the runtime's cc is unknown"
+    if cc_tuple(runtime_cc) < AMPERE_CC:
+        return f"ampere_plus plan needs cc >= sm_80, the runtime is {runtime_cc}"
+    return Match(MatchClass.AMPERE_PLUS, f"ampere_plus plan, the runtime is {runtime_cc}")
+
+
+def _lean_problem(c: Candidate, rt: Runtime) -> str | None:
+    if not rt.lean_runtime:
+        return None
+    if not c.version_compatible:
+        return "a lean/dispatch runtime loads only version-compatible plans"
+    if not c.exclude_lean_runtime and not rt.engine_host_code_allowed:
+        return "plan embeds its lean runtime (host code); a lean/dispatch runtime needs engine_host_code_allowed"
+    return None
+
+
+def _version_problem(c: Candidate, rt: Runtime) -> str | None:
+    built, running = parse_version(c.version), parse_version(rt.version)
+    if running < built:
+        return f"runtime {rt.version} is older than the builder {c.version}: a plan never loads on an older TensorRT"
+    if not c.version_compatible:
+        return f"runtime {rt.version} cannot load a plan built by {c.version} without version_compatible"
+    if built < MIN_VERSION_COMPATIBLE:
+        return f"version compatibility needs a builder >= 8.6, this plan was built by {c.version}"
+    if built[0] != running[0] and (built[0], running[0]) not in ALLOWED_CROSS_MAJOR:
+        return f"version-compatible plans of TensorRT {built[0]} do not load on TensorRT {running[0]}"
+    if c.exclude_lean_runtime:
+        return f"plan excludes its lean runtime: only a tensorrt {c.version} runtime loads it"
+    return None
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _built_sku(c: Candidate) -> str | None:
+    if c.sku:
+        return c.sku
+    return c.device if c.hardware_compatibility == "none" else None
+
+
+def _built_cc(c: Candidate) -> str | None:
+    if c.cc:
+        return _cc(c.cc)
+    return c.device if c.device.startswith("sm_") else None
+
+
+def _cc(cc: str | None) -> str | None:
+    return cc_slug(cc) if cc else None
+
+
+def _timestamp(value: float | datetime | None) -> float:
+    if value is None:
+        return float("-inf")
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+def _sort_key(r: Resolution) -> tuple:
+    latency = r.candidate.latency_ms
+    return (
+        r.match_class.rank,
+        -_timestamp(r.candidate.created_at),
+        latency is None,
+        latency if latency is not None else 0.0,
+        r.candidate.engine_id,
+    )

@@ -1,0 +1,1 @@
+"""SQL tables (SQLAlchemy 2) and session factory. Same code on SQLite and PostgreSQL."""

@@ -1,0 +1,169 @@
+"""The SQL schema. Migrations in migrations/versions must match it (a test compares them)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON, int: BigInteger}
+
+
+class Model(Base):
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(71), primary_key=True)  # sha256:<hex>
+    name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int]
+    inputs: Mapped[list[Any]]
+    outputs: Mapped[list[Any]]
+    opsets: Mapped[dict[str, Any]]
+    ir_version: Mapped[int]
+    producer: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelFile(Base):
+    __tablename__ = "model_files"
+
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(71))
+    size: Mapped[int]
+    is_model: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Build(Base):
+    __tablename__ = "builds"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    toolchain: Mapped[str] = mapped_column(String(32))
+    version: Mapped[str] = mapped_column(String(32))
+    device: Mapped[str] = mapped_column(String(128))
+    target: Mapped[str] = mapped_column(String(255))
+    queue: Mapped[str] = mapped_column(String(255), index=True)
+    spec: Mapped[dict[str, Any]]
+    spec_family: Mapped[str] = mapped_column(String(64))
+    plugins: Mapped[list[Any]]
+    calibration: Mapped[str | None] = mapped_column(String(71))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued running succeeded failed cancelled
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    lease_until: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(255))
+    waiting_reason: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    log_digest: Mapped[str | None] = mapped_column(String(71))
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+    progress: Mapped[str | None] = mapped_column(String(255))
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timing_cache: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    enqueued_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Engine(Base):
+    __tablename__ = "engines"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"), unique=True)
+    build_key: Mapped[str] = mapped_column(String(64), unique=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    toolchain: Mapped[str] = mapped_column(String(32))
+    version: Mapped[str] = mapped_column(String(32))  # read from the artifact itself where possible
+    device: Mapped[str] = mapped_column(String(128))  # the key's device component
+    sku: Mapped[str | None] = mapped_column(String(128))  # what it was built on
+    cc: Mapped[str | None] = mapped_column(String(16))
+    hardware_compatibility: Mapped[str] = mapped_column(String(32))
+    version_compatible: Mapped[bool] = mapped_column(Boolean)
+    exclude_lean_runtime: Mapped[bool] = mapped_column(Boolean, default=False)
+    refittable: Mapped[bool] = mapped_column(Boolean, default=False)
+    spec: Mapped[dict[str, Any]]
+    spec_family: Mapped[str] = mapped_column(String(64), index=True)
+    digest: Mapped[str] = mapped_column(String(71))
+    size: Mapped[int]
+    filename: Mapped[str] = mapped_column(String(255))
+    meta: Mapped[dict[str, Any]]
+    validation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    validation_passed: Mapped[bool | None] = mapped_column(Boolean)
+    latency_p50_ms: Mapped[float | None] = mapped_column(Float)
+    latency_p99_ms: Mapped[float | None] = mapped_column(Float)
+    build_seconds: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TimingCache(Base):
+    __tablename__ = "timing_caches"
+
+    partition: Mapped[str] = mapped_column(String(255), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(71))
+    size: Mapped[int]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(32))  # build id
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    toolchains: Mapped[list[Any]]
+    devices: Mapped[list[Any]]
+    queues: Mapped[list[Any]]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    current_build: Mapped[str | None] = mapped_column(String(32))
+
+
+class Outbox(Base):
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    build_id: Mapped[str] = mapped_column(String(32))
+    queue: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    hash: Mapped[str] = mapped_column(String(128))
+    scopes: Mapped[list[Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]

@@ -1,0 +1,51 @@
+"""Canonical JSON and build keys (DESIGN.md "Digests and keys").
+
+key = sha256(canonical JSON of {key_version, model, target, spec, plugins, calibration}).
+Changing anything here changes every key: bump KEY_VERSION and write a migration note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from registry.spec import COMPAT_OPTIONS, BuildSpec
+
+KEY_VERSION = 1
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def spec_canonical(spec: BuildSpec) -> dict[str, Any]:
+    """Defaults filled, enum values as names, lists in declared (or canonical set) order."""
+    return spec.model_dump(mode="json")
+
+
+def build_key(
+    *, model: str, target: str, spec: BuildSpec, plugins: tuple[str, ...] = (), calibration: str | None = None
+) -> str:
+    doc = {
+        "key_version": KEY_VERSION,
+        "model": model,
+        "target": target,
+        "spec": spec_canonical(spec),
+        "plugins": sorted(plugins),
+        "calibration": calibration,
+    }
+    return sha256_hex(canonical_json(doc))
+
+
+def spec_family(spec: BuildSpec) -> str:
+    """What an engine computes, without the options that only decide who can load it.
+
+    Two engines of one family are interchangeable for a client that asks for that spec.
+    """
+    doc = {k: v for k, v in spec_canonical(spec).items() if k not in COMPAT_OPTIONS}
+    return sha256_hex(canonical_json(doc))

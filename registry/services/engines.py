@@ -1,0 +1,62 @@
+"""Engines: read them, and resolve "the engine my runtime can load" (registry.compat decides)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry import compat
+from registry.db.tables import Engine
+from registry.errors import EngineNotFound
+from registry.schemas import EngineInfo, Resolution
+from registry.services.models import get_model
+
+
+def get_engine(session: Session, engine_id: str) -> Engine:
+    row = session.get(Engine, engine_id)
+    if row is None:
+        raise EngineNotFound(f"no engine {engine_id}; list a model's engines with GET /v1/engines?model=<id>")
+    return row
+
+
+def list_engines(session: Session, model: str | None = None) -> list[EngineInfo]:
+    query = select(Engine).order_by(Engine.created_at.desc())
+    if model:
+        query = query.where(Engine.model_id == model)
+    return [engine_info(r) for r in session.scalars(query)]
+
+
+def engine_info(row: Engine) -> EngineInfo:
+    return EngineInfo(
+        id=row.id, build_id=row.build_id, build_key=row.build_key, model=row.model_id, toolchain=row.toolchain,
+        version=row.version, device=row.device, sku=row.sku, cc=row.cc,
+        hardware_compatibility=row.hardware_compatibility, version_compatible=row.version_compatible,
+        refittable=row.refittable, spec=row.spec, digest=row.digest, size=row.size, filename=row.filename,
+        metadata=row.meta, validation=row.validation, validation_passed=row.validation_passed,
+        latency_p50_ms=row.latency_p50_ms, latency_p99_ms=row.latency_p99_ms, build_seconds=row.build_seconds,
+        created_at=row.created_at,
+    )
+
+
+def resolve(session: Session, model: str, runtime: compat.Runtime, spec_family: str | None = None,
+            include_failed_validation: bool = False) -> Resolution:
+    get_model(session, model)
+    query = select(Engine).where(Engine.model_id == model)
+    if spec_family:
+        query = query.where(Engine.spec_family == spec_family)
+    rows = {r.id: r for r in session.scalars(query)}
+    usable = {i: r for i, r in rows.items() if include_failed_validation or r.validation_passed is not False}
+    candidates = [_candidate(r) for r in usable.values()]
+    found = compat.resolve(candidates, runtime, model=model)
+    return Resolution(engine=engine_info(rows[found.candidate.engine_id]), match_class=found.match_class,
+                      reason=found.reason, warning=found.warning)
+
+
+def _candidate(row: Engine) -> compat.Candidate:
+    return compat.Candidate(
+        engine_id=row.id, toolchain=row.toolchain, version=row.version, device=row.device, sku=row.sku,
+        cc=row.cc, hardware_compatibility=row.hardware_compatibility, version_compatible=row.version_compatible,
+        exclude_lean_runtime=row.exclude_lean_runtime, created_at=row.created_at.timestamp(),
+        latency_ms=row.latency_p50_ms,
+    )
+

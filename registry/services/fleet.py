@@ -1,0 +1,164 @@
+"""The fleet: live workers, what they offer, and filling partial targets from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from registry.db.tables import Worker, utcnow
+from registry.errors import AmbiguousTarget, InvalidTarget, UnservedTarget
+from registry.spec import BuildSpec
+from registry.targets import AMPERE_PLUS, Target, cc_tuple, device_class
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One (toolchain version, device) a live worker can build for."""
+
+    kind: str
+    version: str
+    sku: str | None  # GPU SKU slug, or None for a CPU device
+    cc: str | None
+    cpu: str | None
+    features: tuple[str, ...] | None
+    worker: str
+
+    @property
+    def device(self) -> str:
+        return self.sku or self.cpu or "?"
+
+
+def heartbeat(session: Session, *, name: str, hostname: str, toolchains: list, devices: list, queues: list,
+              current_build: str | None = None) -> None:
+    worker = session.get(Worker, name)
+    if worker is None:
+        worker = Worker(name=name, hostname=hostname, toolchains=toolchains, devices=devices, queues=queues)
+        session.add(worker)
+    worker.toolchains, worker.devices, worker.queues = toolchains, devices, queues
+    worker.current_build = current_build
+    worker.last_seen = utcnow()
+
+
+def live_workers(session: Session, live_s: int) -> list[Worker]:
+    since = utcnow() - timedelta(seconds=live_s)
+    return list(session.scalars(select(Worker).where(Worker.last_seen >= since).order_by(Worker.name)))
+
+
+def offers(workers: list[Worker]) -> list[Offer]:
+    result = []
+    for w in workers:
+        for tc in w.toolchains:
+            feats = tuple(tc["features"]) if tc.get("features") is not None else None
+            for dev in w.devices:
+                if tc["kind"] == "tensorrt" and dev.get("sku"):
+                    result.append(Offer("tensorrt", tc["version"], dev["sku"], dev["cc"], None, feats, w.name))
+                elif tc["kind"] == "onnxruntime" and dev.get("device"):
+                    result.append(Offer("onnxruntime", tc["version"], None, None, dev["device"], feats, w.name))
+    return result
+
+
+def serves(offer: Offer, kind: str, version: str | None, device: str | None) -> bool:
+    if offer.kind != kind or (version and offer.version != version):
+        return False
+    if not device:
+        return True
+    cls = device_class(device)
+    if cls == "cpu":
+        return offer.cpu == device
+    if cls == "sku":
+        return offer.sku == device
+    if cls == "cc":
+        return offer.cc == device
+    return offer.cc is not None and cc_tuple(offer.cc) >= (8, 0)  # ampere_plus
+
+
+def complete_target(target: Target, spec: BuildSpec, fleet: list[Offer]) -> tuple[Target, BuildSpec]:
+    """Fill a partial target from the fleet and derive the key's device component.
+
+    Device component (DESIGN.md): the SKU slug with hardware compatibility `none`, sm_XX with
+    `same_compute_capability`, `ampere_plus` with `ampere_plus`. A target `@ampere_plus` implies the
+    ampere_plus hardware compatibility level.
+    """
+    if target.device == AMPERE_PLUS and spec.hardware_compatibility == "none":
+        spec = spec.model_copy(update={"hardware_compatibility": "ampere_plus"})
+    matching = [o for o in fleet if serves(o, target.kind, target.version, target.device)]
+    version = target.version or _one(matching, lambda o: o.version, "version", target, fleet)
+    matching = [o for o in matching if o.version == version]
+    device = _key_device(target, spec, matching, fleet)
+    return Target(target.kind, version, device), spec
+
+
+def _key_device(target: Target, spec: BuildSpec, matching: list[Offer], fleet: list[Offer]) -> str:
+    if target.kind == "onnxruntime":
+        return target.device or _one(matching, lambda o: o.cpu, "CPU device", target, fleet)
+    level = spec.hardware_compatibility
+    if level == "ampere_plus":
+        if target.device and device_class(target.device) == "cc" and cc_tuple(target.device) < (8, 0):
+            raise InvalidTarget(f"target {target}: ampere_plus needs compute capability >= 8.0")
+        return AMPERE_PLUS
+    if level == "same_compute_capability":
+        if target.device and device_class(target.device) == "cc":
+            return target.device
+        return _one(matching, lambda o: o.cc, "compute capability", target, fleet)
+    if target.device == AMPERE_PLUS:
+        raise InvalidTarget(f"target {target} needs hardware_compatibility ampere_plus")
+    if target.device and device_class(target.device) == "sku":
+        return target.device
+    return _one(matching, lambda o: o.sku, "GPU SKU", target, fleet)
+
+
+def _one(matching: list[Offer], part, what: str, target: Target, fleet: list[Offer]) -> str:  # noqa: ANN001
+    values = sorted({part(o) for o in matching if part(o)})
+    if len(values) == 1:
+        return values[0]
+    offered = ", ".join(sorted({f"{o.kind}=={o.version}@{o.device}" for o in fleet})) or "nothing (no live worker)"
+    if not values:
+        raise UnservedTarget(
+            f"target {target}: no live worker offers a matching {what}, so it cannot be filled in; "
+            f"the fleet offers {offered}. Give the full target kind==version@device to queue it anyway.",
+            details={"offered": offered},
+        )
+    raise AmbiguousTarget(
+        f"target {target} is ambiguous: the fleet offers several of {what}: {', '.join(values)}. "
+        "Name one in the target.",
+        details={"choices": values},
+    )
+
+
+def waiting_reason(queue: str, workers: list[Worker]) -> str | None:
+    """Why a build on `queue` would wait, or None when a live worker serves it."""
+    if any(queue in w.queues for w in workers):
+        return None
+    served = sorted({q for w in workers for q in w.queues})
+    return (
+        f"no live worker serves queue {queue}; the build stays queued until one does. "
+        f"Queues served now: {', '.join(served) if served else 'none (no live worker)'}"
+    )
+
+
+def unsupported_features(spec: BuildSpec, features: tuple[str, ...]) -> list[str]:
+    """Spec options (as `name` or `name=value`) that a toolchain's probe did not list."""
+    wanted = spec_features(spec)
+    return [f for f in wanted if f not in features]
+
+
+def spec_features(spec: BuildSpec) -> list[str]:
+    """The features a spec needs, in the vocabulary of the runners' --probe `features` list:
+    `name` for options set away from their default, `name=value` for each chosen value of a choice."""
+    default = BuildSpec()
+    needed: list[str] = [f"precision={p}" for p in spec.precision]
+    needed += [f"tactic_sources={t}" for t in spec.tactic_sources or ()]
+    for name in ("tf32", "strongly_typed", "workspace_mib", "optimization_level", "version_compatible",
+                 "exclude_lean_runtime", "strip_weights", "weight_streaming", "dla_core", "gpu_fallback"):
+        if getattr(spec, name) != getattr(default, name):
+            needed.append(name)
+    for name in ("hardware_compatibility", "refit", "profiling_verbosity"):
+        if getattr(spec, name) != getattr(default, name):
+            needed.append(f"{name}={getattr(spec, name)}")
+    return needed
+
+def all_workers(session: Session) -> list[Worker]:
+    return list(session.scalars(select(Worker).order_by(Worker.name)))

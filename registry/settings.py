@@ -1,0 +1,75 @@
+"""One settings class per process, read from TRTFARM_* environment variables (pydantic-settings).
+
+Nothing is read at import time: call `get_settings()` (cached) or build `Settings(...)` explicitly.
+Embedded defaults put everything under TRTFARM_HOME (SQLite, a blob folder, kombu's SQLAlchemy
+transport on SQLite); production sets the database, broker and blob URLs.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".local" / "share" / "trtfarm"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRTFARM_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    database_url: str | None = None  # default: sqlite:///<home>/farm.db
+    broker_url: str | None = None  # default: sqla+sqlite:///<home>/broker.db
+    blob_url: str | None = None  # file:///… or s3://bucket/prefix; default: file://<home>/blobs
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+
+    # toolchains this worker runs: "tensorrt=/opt/trt86/bin/python,onnxruntime=python3"
+    toolchains: str = Field(default_factory=lambda: f"onnxruntime={sys.executable}")
+    # GPU index this worker owns (CUDA_VISIBLE_DEVICES for its runners); None = all / CPU only
+    gpu: int | None = None
+    worker_name: str | None = None
+
+    max_upload_mib: int = 2048
+    build_timeout_s: int = 3600
+    lease_s: int = 120
+    max_attempts: int = 3
+    validation_seed: int = 0
+    bench_iterations: int = 50
+    worker_live_s: int = 60  # a worker whose heartbeat is older is not counted as serving
+    reaper_interval_s: float = 5.0
+    relay_interval_s: float = 0.3
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'farm.db'}"
+
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.home / 'broker.db'}"
+
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or f"file://{self.home / 'blobs'}"
+
+    def toolchain_interpreters(self) -> dict[str, str]:
+        """Parse TRTFARM_TOOLCHAINS into {kind: interpreter}."""
+        result: dict[str, str] = {}
+        for item in filter(None, (p.strip() for p in self.toolchains.split(","))):
+            kind, sep, python = item.partition("=")
+            if not sep or not python.strip():
+                from registry.errors import InvalidInput
+
+                raise InvalidInput(
+                    f"TRTFARM_TOOLCHAINS item {item!r} is not kind=interpreter "
+                    "(e.g. tensorrt=/opt/trt86/bin/python,onnxruntime=python3)"
+                )
+            result[kind.strip()] = python.strip()
+        return result
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

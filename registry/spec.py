@@ -1,0 +1,150 @@
+"""BuildSpec: how to build an engine. A frozen pydantic model; unknown fields are an error.
+
+The spec covers TensorRT's option surface and ONNX Runtime's. Enum-like options are stored by
+*name* (never TensorRT's integer enum values, which change between releases). Which options an
+installed TensorRT actually has is decided by the runner, by feature detection.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from registry.errors import InvalidSpec
+
+Precision = Literal["fp16", "bf16", "fp8", "int8", "int4"]
+TacticSource = Literal["cublas", "cublas_lt", "cudnn", "edge_mask_convolutions", "jit_convolutions"]
+HardwareCompatibility = Literal["none", "ampere_plus", "same_compute_capability"]
+Refit = Literal["none", "refit", "refit_identical"]
+ProfilingVerbosity = Literal["none", "layer_names_only", "detailed"]
+OrtOptimizationLevel = Literal["disable", "basic", "extended", "layout", "all"]
+
+# Options whose non-default value only means something to TensorRT.
+TENSORRT_ONLY = (
+    "precision", "strongly_typed", "workspace_mib", "tactic_sources", "hardware_compatibility",
+    "version_compatible", "exclude_lean_runtime", "refit", "strip_weights", "weight_streaming",
+    "dla_core", "gpu_fallback",
+)
+# Options that decide which runtimes can load a plan rather than what the plan computes.
+COMPAT_OPTIONS = ("hardware_compatibility", "version_compatible", "exclude_lean_runtime")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShapeRange(_Frozen):
+    """min/opt/max of one input's shape inside an optimization profile."""
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ShapeRange:
+        if not (len(self.min) == len(self.opt) == len(self.max)):
+            raise ValueError(f"min, opt and max must have the same rank; got {self.min}, {self.opt}, {self.max}")
+        if any(d < 1 for d in self.min):
+            raise ValueError(f"dimensions must be >= 1; min is {self.min}")
+        if not all(a <= b <= c for a, b, c in zip(self.min, self.opt, self.max)):
+            raise ValueError(f"need min <= opt <= max in every dimension; got min={self.min} opt={self.opt} max={self.max}")
+        return self
+
+    def contains(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(self.min) and all(a <= s <= c for a, s, c in zip(self.min, shape, self.max))
+
+    @classmethod
+    def parse(cls, text: str) -> ShapeRange:
+        """`1x3x224x224,8x3x224x224,32x3x224x224` (one shape = min = opt = max)."""
+        parts = [p for p in text.split(",") if p]
+        if len(parts) == 1:
+            parts = parts * 3
+        if len(parts) != 3:
+            raise InvalidSpec(f"shape range {text!r}: give MIN,OPT,MAX like 1x3x224x224,8x3x224x224,32x3x224x224")
+        try:
+            dims = [tuple(int(d) for d in p.lower().split("x")) for p in parts]
+        except ValueError:
+            raise InvalidSpec(f"shape range {text!r}: dimensions must be integers separated by 'x'") from None
+        return _validated(cls, {"min": dims[0], "opt": dims[1], "max": dims[2]}, where="shape")
+
+
+class OnnxRuntimeOptions(_Frozen):
+    graph_optimization_level: OrtOptimizationLevel = "extended"
+    optimized_model_format: Literal["ort", "onnx"] = "ort"
+
+
+class BuildSpec(_Frozen):
+    # precision: fp32 is always allowed; these add lower precisions the builder may choose
+    precision: tuple[Precision, ...] = ()
+    tf32: bool = True
+    strongly_typed: bool = False
+    # one dict per optimization profile: input name -> ShapeRange
+    profiles: tuple[dict[str, ShapeRange], ...] = ()
+    workspace_mib: int | None = Field(default=None, gt=0)
+    optimization_level: int = Field(default=3, ge=0, le=5)
+    tactic_sources: tuple[TacticSource, ...] | None = None
+    hardware_compatibility: HardwareCompatibility = "none"
+    version_compatible: bool = False
+    exclude_lean_runtime: bool = False
+    refit: Refit = "none"
+    strip_weights: bool = False
+    weight_streaming: bool = False
+    dla_core: int | None = Field(default=None, ge=0)
+    gpu_fallback: bool = False
+    profiling_verbosity: ProfilingVerbosity = "layer_names_only"
+    onnxruntime: OnnxRuntimeOptions = OnnxRuntimeOptions()
+
+    @field_validator("precision", "tactic_sources")
+    @classmethod
+    def _as_set(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        # Sets in meaning: one canonical order so that equal specs get equal keys.
+        return None if value is None else tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BuildSpec:
+        if self.exclude_lean_runtime and not self.version_compatible:
+            raise ValueError("exclude_lean_runtime needs version_compatible=true")
+        if self.strip_weights and self.refit == "none":
+            raise ValueError("strip_weights needs refit='refit' or 'refit_identical' (the weights come back by refitting)")
+        if self.gpu_fallback and self.dla_core is None:
+            raise ValueError("gpu_fallback needs dla_core")
+        if self.strongly_typed and self.precision:
+            raise ValueError("strongly_typed takes precisions from the model; leave precision empty")
+        names = [set(p) for p in self.profiles]
+        if any(n != names[0] for n in names[1:]):
+            raise ValueError("every optimization profile must name the same inputs")
+        return self
+
+    def uses_tensorrt_options(self) -> list[str]:
+        """The TensorRT-only options this spec sets away from their defaults."""
+        default = BuildSpec()
+        return [name for name in TENSORRT_ONLY if getattr(self, name) != getattr(default, name)]
+
+    def shape_ranges(self, name: str) -> list[ShapeRange]:
+        return [p[name] for p in self.profiles if name in p]
+
+
+def parse_spec(data: dict[str, Any] | BuildSpec | None) -> BuildSpec:
+    """Validate user input into a BuildSpec; errors name the field and the allowed values."""
+    if isinstance(data, BuildSpec):
+        return data
+    return _validated(BuildSpec, data or {}, where="spec")
+
+
+def _validated(model: type[_Frozen], data: Any, where: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(where, err) for err in exc.errors()]
+        raise InvalidSpec("; ".join(problems), details={"errors": problems}) from None
+
+
+def _describe(where: str, err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in (where, *err["loc"]))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(sorted(BuildSpec.model_fields)) if where == "spec" and len(err["loc"]) == 1 else ""
+        return f"{loc}: unknown field" + (f" (known fields: {allowed})" if allowed else "")
+    got = err.get("input")
+    return f"{loc}: {msg}" + (f" (got {got!r})" if got is not None and not isinstance(got, dict) else "")

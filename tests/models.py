@@ -1,0 +1,97 @@
+"""Small ONNX models built with onnx.helper, shared by tests (imports onnx and numpy lazily)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+OPSET = 17
+IR_VERSION = 8  # old enough for TensorRT 8.6's parser and every ONNX Runtime the farm runs
+
+
+def _finish(graph: Any) -> Any:
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="trtfarm-tests")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model
+
+
+def convnet_proto(channels: int = 8, layers: int = 2, dynamic_batch: bool = True, size: int = 16,
+                  classes: int = 10, seed: int = 0) -> Any:
+    """input [N,3,size,size] -> (Conv 3x3 pad 1 + Relu) * layers -> Flatten -> Gemm -> logits [N,classes]."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    batch: int | str = "N" if dynamic_batch else 1
+    inits, nodes, prev, cin = [], [], "input", 3
+    for i in range(layers):
+        w = (rng.standard_normal((channels, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
+        b = (rng.standard_normal(channels) * 0.1).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"conv{i}.w"), numpy_helper.from_array(b, f"conv{i}.b")]
+        nodes += [
+            helper.make_node("Conv", [prev, f"conv{i}.w", f"conv{i}.b"], [f"conv{i}"], pads=[1, 1, 1, 1],
+                             kernel_shape=[3, 3], name=f"conv{i}"),
+            helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"], name=f"relu{i}"),
+        ]
+        prev, cin = f"relu{i}", channels
+    features = cin * size * size
+    w = (rng.standard_normal((classes, features)) / np.sqrt(features)).astype(np.float32)
+    inits += [numpy_helper.from_array(w, "fc.w"), numpy_helper.from_array(np.zeros(classes, np.float32), "fc.b")]
+    nodes += [
+        helper.make_node("Flatten", [prev], ["flat"], axis=1, name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1, name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "convnet",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])],
+        initializer=inits,
+    )
+    return _finish(graph)
+
+
+def convnet(path: str | Path, channels: int = 8, layers: int = 2, dynamic_batch: bool = True, size: int = 16) -> Path:
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(convnet_proto(channels, layers, dynamic_batch, size), str(path))
+    return path
+
+
+def external_data_model(directory: str | Path, name: str = "model.onnx") -> Path:
+    """A convnet whose every initializer lives in `weights.bin` beside `name`."""
+    import onnx
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    onnx.save_model(convnet_proto(), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    return path
+
+
+def matmul_model(path: str | Path, dynamic_batch: bool = True, k: int = 8, n: int = 4) -> Path:
+    """x [N,k] -> MatMul W [k,n] -> Add b -> y [N,n]."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    batch: int | str = "N" if dynamic_batch else 2
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])],
+        "matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, n])],
+        initializer=[numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "W"),
+                     numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "b")],
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(_finish(graph), str(path))
+    return path

@@ -1,0 +1,78 @@
+"""What a worker process knows: settings, database, blob store, its toolchains, its devices, its queues."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from registry.blobs import open_blob_store
+from registry.blobs.base import BlobStore
+from registry.db.session import Database
+from registry.errors import ToolchainError
+from registry.queues import worker_queues
+from registry.settings import Settings
+from registry.targets import cpu_device
+from workers import runner
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    toolchains: list[runner.Toolchain] = field(default_factory=list)
+    current_build: str | None = None
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings.resolved_database_url())
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        s = self.settings
+        return open_blob_store(s.resolved_blob_url(), s3_endpoint_url=s.s3_endpoint_url, s3_region=s.s3_region)
+
+    @cached_property
+    def name(self) -> str:
+        if self.settings.worker_name:
+            return self.settings.worker_name
+        suffix = f"gpu{self.settings.gpu}" if self.settings.gpu is not None else "cpu"
+        return f"{socket.gethostname()}:{suffix}"
+
+    @cached_property
+    def gpus(self) -> list[dict]:
+        """The GPUs this worker owns: its --gpu, or all that the TensorRT probe saw."""
+        seen = [d for tc in self.toolchains if tc.kind == "tensorrt" for d in tc.devices]
+        unique = list({d["index"]: d for d in seen}.values())
+        if self.settings.gpu is None:
+            return unique
+        return [d for d in unique if d["index"] == self.settings.gpu]
+
+    @cached_property
+    def cpu(self) -> str:
+        return cpu_device()
+
+    @property
+    def devices(self) -> list[dict]:
+        return [*self.gpus, {"device": self.cpu}]
+
+    @property
+    def queues(self) -> list[str]:
+        return worker_queues([{"kind": t.kind, "version": t.version} for t in self.toolchains], self.gpus, self.cpu)
+
+    def runner_env(self) -> dict[str, str]:
+        if self.settings.gpu is None:
+            return {}
+        return {"CUDA_VISIBLE_DEVICES": str(self.settings.gpu)}
+
+    def toolchain(self, kind: str, version: str) -> runner.Toolchain:
+        for tc in self.toolchains:
+            if tc.kind == kind and tc.version == version:
+                return tc
+        have = ", ".join(f"{t.kind}=={t.version}" for t in self.toolchains) or "none"
+        raise ToolchainError(f"worker {self.name} has no {kind}=={version} (it has {have})")
+
+
+def discover(settings: Settings) -> WorkerContext:
+    """Probe every toolchain in TRTFARM_TOOLCHAINS (runner --probe in its own interpreter)."""
+    found = [runner.probe(kind, python) for kind, python in settings.toolchain_interpreters().items()]
+    return WorkerContext(settings=settings, toolchains=found)

@@ -1,0 +1,86 @@
+"""Shared timing caches around a TensorRT build (DESIGN.md "Timing caches").
+
+Before: fetch the partition's newest cache. After: combine our cache into the newest one (TensorRT's
+combine, inside the runner) and write it back with compare-and-swap on the generation, retrying when
+another build got there first. A cache TensorRT rejects is a miss, never a failed build.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from registry.db.tables import Build
+from registry.services import timing_caches
+from workers import runner
+from workers.context import WorkerContext
+from workers.runner import BuildLog, RunnerFailed
+
+CAS_ATTEMPTS = 8
+
+
+@dataclass
+class CacheIn:
+    partition: str
+    generation: int
+    path_in: Path | None
+    path_out: Path
+    size_in: int
+
+    @property
+    def args(self) -> list[str]:
+        args = ["--timing-cache-out", str(self.path_out)]
+        return args + (["--timing-cache-in", str(self.path_in)] if self.path_in else [])
+
+
+def before_build(ctx: WorkerContext, row: Build, toolchain: runner.Toolchain, tmp: Path, log: BuildLog) -> CacheIn:
+    gpu = ctx.gpus[0] if ctx.gpus else {"sku": "unknown", "cc": "unknown"}
+    partition = timing_caches.partition_key(version=toolchain.version, cc=gpu["cc"], sku=gpu["sku"], spec=row.spec)
+    newest = timing_caches.newest(ctx.db, partition)
+    path_in = None
+    if newest.digest:
+        path_in = tmp / "timing-cache.in"
+        ctx.blobs.get_to_file(newest.digest, path_in)
+    log.write(f"timing cache {partition}: generation {newest.generation}, {newest.size} bytes")
+    return CacheIn(partition, newest.generation, path_in, tmp / "timing-cache.out", newest.size)
+
+
+def after_build(ctx: WorkerContext, row: Build, toolchain: runner.Toolchain, cache: CacheIn, meta: dict,
+                tmp: Path, log: BuildLog) -> dict[str, Any]:
+    used = meta.get("timing_cache") or {}
+    record: dict[str, Any] = {
+        "partition": cache.partition, "generation_used": cache.generation, "size_before": cache.size_in,
+        "rejected": bool(used.get("rejected")), "partial_miss": bool(used.get("partial_miss")),
+    }
+    if used.get("partial_miss"):
+        log.write("timing cache: partial miss (TensorRT: 'the timing cache will not be used' for some layers)")
+    if not cache.path_out.exists():
+        return {**record, "written_generation": None, "size_after": None}
+    for attempt in range(CAS_ATTEMPTS):
+        newest = timing_caches.newest(ctx.db, cache.partition)
+        candidate = _combined(ctx, toolchain, cache, newest, tmp, log, attempt)
+        blob = ctx.blobs.put_file(candidate)
+        if timing_caches.compare_and_swap(ctx.db, cache.partition, newest.generation, blob.digest, blob.size, row.id):
+            log.write(f"timing cache: wrote generation {newest.generation + 1} ({blob.size} bytes)")
+            return {**record, "written_generation": newest.generation + 1, "size_after": blob.size,
+                    "cas_conflicts": attempt}
+        log.write(f"timing cache: generation moved past {newest.generation}; merging again")
+    log.write("timing cache: gave up after repeated conflicts; the build is unaffected")
+    return {**record, "written_generation": None, "size_after": None, "cas_conflicts": CAS_ATTEMPTS}
+
+
+def _combined(ctx: WorkerContext, toolchain: runner.Toolchain, cache: CacheIn, newest: timing_caches.CacheVersion,
+              tmp: Path, log: BuildLog, attempt: int) -> Path:
+    """Our cache when nobody wrote since we read; else the newest combined with ours."""
+    if newest.generation == cache.generation or newest.digest is None:
+        return cache.path_out
+    theirs, merged = tmp / f"timing-cache.newest{attempt}", tmp / f"timing-cache.merged{attempt}"
+    ctx.blobs.get_to_file(newest.digest, theirs)
+    try:
+        runner.run(toolchain, "merge", ["--cache", str(theirs), "--cache", str(cache.path_out), "--out", str(merged)],
+                   workdir=tmp, log=log, timeout=300, env=ctx.runner_env())
+    except RunnerFailed as exc:
+        log.write(f"timing cache: merge failed ({exc}); keeping ours")
+        return cache.path_out
+    return merged

@@ -1,0 +1,284 @@
+"""Accuracy validation of a built engine against the original model, run by the worker.
+
+1. `input_specs` reads the model's inputs (onnx, without loading external data).
+2. `validation_shapes` picks the shapes to test: per optimization profile its opt, min and max shapes;
+   with no profiles the model's static shapes.
+3. `random_inputs` makes deterministic inputs for one set of shapes.
+4. `reference_outputs` runs the ORIGINAL model in ONNX Runtime on CPU with every graph optimization off.
+5. `compare` measures the engine's outputs against the reference.
+
+Error measures (per output, then the maximum over outputs):
+    abs_error = |actual - reference|
+    rel_error = abs_error / max(|reference|, 1e-3 * max|reference|, 1e-6)
+The denominator's floor (a thousandth of the output's largest magnitude, never below 1e-6) keeps
+reference values near zero from turning tiny absolute differences into huge relative ones. NaN in the
+same place on both sides counts as equal; NaN or inf on one side only is an infinite error.
+
+An output passes when its max rel_error <= the tolerance of the spec's precision flags (the loosest
+flag decides): fp32 only (empty precision) 1e-3; fp16 or bf16 1e-2; int8, fp8 or int4 1e-1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from registry.errors import InvalidInput, InvalidSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from registry.spec import BuildSpec
+
+Shape = tuple[int, ...]
+TOLERANCES = {"fp32": 1e-3, "fp16": 1e-2, "bf16": 1e-2, "int8": 1e-1, "fp8": 1e-1, "int4": 1e-1}
+REL_FLOOR_SCALE = 1e-3
+REL_FLOOR_ABS = 1e-6
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: Any  # numpy dtype
+    shape: tuple[int | None, ...] | None  # None per dynamic dim; None when the rank is unknown
+    dim_names: tuple[str | None, ...] = ()
+
+    @property
+    def dynamic(self) -> bool:
+        return self.shape is None or any(d is None for d in self.shape)
+
+    def describe(self) -> str:
+        """`(N, 3, 224, 224)` with symbolic names (`?` for unnamed dynamic dims)."""
+        if self.shape is None:
+            return "(unknown rank)"
+        dims = [str(d) if d is not None else (n or "?") for d, n in zip(self.shape, self.dim_names)]
+        return "(" + ", ".join(dims) + ")"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": str(self.dtype), "shape": None if self.shape is None else list(self.shape),
+                "dim_names": list(self.dim_names)}
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+def input_specs(model_path: str | Path) -> list[InputSpec]:
+    """Graph inputs that are not initializers, read without loading external data."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    return [_input_spec(vi) for vi in model.graph.input if vi.name not in initializers]
+
+
+def _input_spec(value_info: Any) -> InputSpec:
+    import numpy as np
+    from onnx import helper
+
+    tensor = value_info.type.tensor_type
+    if not value_info.type.HasField("tensor_type"):
+        raise InvalidInput(f"input {value_info.name!r} is not a tensor; validation handles tensor inputs only")
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+    if not tensor.HasField("shape"):
+        return InputSpec(value_info.name, dtype, None, ())
+    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+    names = tuple(d.dim_param if d.HasField("dim_param") and d.dim_param else None for d in tensor.shape.dim)
+    return InputSpec(value_info.name, dtype, shape, names)
+
+
+# --------------------------------------------------------------------------------------------- shapes
+
+
+def validation_shapes(inputs: list[InputSpec], spec: BuildSpec) -> list[dict[str, Shape]]:
+    """Shape sets to validate: per profile its opt, min and max shapes (duplicates dropped);
+    with no profiles the static shapes. Raises InvalidSpec when a dynamic input has no shape."""
+    if not spec.profiles:
+        return [{i.name: _static_shape(i) for i in inputs}]
+    known = {i.name for i in inputs}
+    found: list[dict[str, Shape]] = []
+    for k, profile in enumerate(spec.profiles):
+        unknown = sorted(set(profile) - known)
+        if unknown:
+            raise InvalidSpec(f"profile {k} names input(s) {', '.join(unknown)} that the model lacks; "
+                              f"its inputs are {', '.join(sorted(known))}")
+        for which in ("opt", "min", "max"):
+            shapes = {i.name: _profile_shape(i, profile, k, which) for i in inputs}
+            if shapes not in found:
+                found.append(shapes)
+    return found
+
+
+def _static_shape(spec: InputSpec) -> Shape:
+    if spec.dynamic:
+        raise InvalidSpec(
+            f"input {spec.name} has a dynamic shape {spec.describe()} and the spec has no optimization profile; "
+            f"pass a profile --shape {spec.name}:MIN,OPT,MAX (e.g. --shape {spec.name}:{_example(spec)})"
+        )
+    return tuple(int(d) for d in spec.shape or ())
+
+
+def _example(spec: InputSpec) -> str:
+    if spec.shape is None:
+        return "1x3x224x224,8x3x224x224,32x3x224x224"
+    return ",".join("x".join(str(d) if d is not None else str(n) for d in spec.shape) for n in (1, 8, 32))
+
+
+def _profile_shape(spec: InputSpec, profile: dict[str, Any], k: int, which: str) -> Shape:
+    if spec.name not in profile:
+        if spec.dynamic:
+            raise InvalidSpec(f"profile {k} omits dynamic input {spec.name} {spec.describe()}; "
+                              f"add --shape {spec.name}:MIN,OPT,MAX (e.g. --shape {spec.name}:{_example(spec)})")
+        return _static_shape(spec)
+    shape = tuple(getattr(profile[spec.name], which))
+    if spec.shape is not None and (len(shape) != len(spec.shape)
+                                   or any(d is not None and d != s for d, s in zip(spec.shape, shape))):
+        raise InvalidSpec(f"profile {k}: {which} shape {shape} of input {spec.name} does not fit the model's "
+                          f"shape {spec.describe()}")
+    return shape
+
+
+def check_shape_in_profiles(spec: BuildSpec, name: str, shape: Shape) -> None:
+    """Raise InvalidSpec when `shape` lies outside every profile that covers input `name`."""
+    ranges = spec.shape_ranges(name)
+    shape = tuple(int(d) for d in shape)
+    if not ranges or any(r.contains(shape) for r in ranges):
+        return
+    listed = "; ".join(f"profile {k}: min {r.min} max {r.max}" for k, r in enumerate(ranges))
+    raise InvalidSpec(f"shape {shape} of input {name} is outside every profile: {listed}")
+
+
+# ------------------------------------------------------------------------------------ data and reference
+
+
+def random_inputs(inputs: list[InputSpec], shapes: dict[str, Shape], seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic inputs: floats uniform in [-1, 1), integers in [0, 4) (safe as small indices),
+    booleans random. One generator, inputs in declared order."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in inputs:
+        if spec.name not in shapes:
+            raise InvalidInput(f"no shape given for input {spec.name}")
+        feeds[spec.name] = _random_array(rng, spec, tuple(shapes[spec.name]))
+    return feeds
+
+
+def _random_array(rng: Any, spec: InputSpec, shape: Shape) -> np.ndarray:
+    dtype = spec.dtype
+    kind, name = dtype.kind, dtype.name
+    if kind == "b":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if kind in "iu" or name.startswith(("int", "uint")):
+        return rng.integers(0, 4, size=shape).astype(dtype)
+    if kind in "fc" or name.startswith(("float", "bfloat")):
+        return rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
+    raise InvalidInput(f"cannot make random values for input {spec.name} of type {name}")
+
+
+def reference_outputs(model_path: str | Path, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Run the original model in ONNX Runtime on CPU with graph optimizations off."""
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    values = session.run(None, feeds)
+    return {o.name: np.asarray(v) for o, v in zip(session.get_outputs(), values)}
+
+
+# -------------------------------------------------------------------------------------------- compare
+
+
+@dataclass
+class OutputComparison:
+    name: str
+    passed: bool
+    max_abs_error: float | None = None
+    max_rel_error: float | None = None
+    shape: list[int] | None = None
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite(asdict(self))
+
+
+@dataclass
+class ValidationResult:
+    passed: bool
+    tolerance: float
+    precision: list[str]
+    max_abs_error: float
+    max_rel_error: float
+    outputs: list[OutputComparison] = field(default_factory=list)
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        body = _finite({k: v for k, v in asdict(self).items() if k != "outputs"})
+        body["outputs"] = [o.to_dict() for o in self.outputs]
+        return body
+
+
+def tolerance_for(precision: tuple[str, ...] | list[str]) -> float:
+    """Relative tolerance for the loosest precision the builder was allowed (fp32 when none)."""
+    return max((TOLERANCES.get(p, 1e-1) for p in precision), default=TOLERANCES["fp32"])
+
+
+def compare(reference: dict[str, Any], actual: dict[str, Any], precision: tuple[str, ...] = ()) -> ValidationResult:
+    tol = tolerance_for(precision)
+    outputs = [_compare_one(name, ref, actual.get(name), tol) for name, ref in reference.items()]
+    measured = [o for o in outputs if o.max_abs_error is not None]
+    failed = [o for o in outputs if not o.passed]
+    return ValidationResult(
+        passed=not failed,
+        tolerance=tol,
+        precision=list(precision),
+        max_abs_error=max((o.max_abs_error for o in measured), default=0.0),  # type: ignore[type-var]
+        max_rel_error=max((o.max_rel_error for o in measured), default=0.0),  # type: ignore[type-var]
+        outputs=outputs,
+        reason="; ".join(f"{o.name}: {o.reason}" for o in failed) or None,
+    )
+
+
+def _compare_one(name: str, reference: Any, actual: Any, tol: float) -> OutputComparison:
+    import numpy as np
+
+    ref = np.asarray(reference)
+    if actual is None:
+        return OutputComparison(name, False, shape=list(ref.shape), reason="missing from the engine's outputs")
+    act = np.asarray(actual)
+    if act.shape != ref.shape:
+        return OutputComparison(name, False, shape=list(act.shape),
+                                reason=f"shape {tuple(act.shape)} differs from the reference {tuple(ref.shape)}")
+    abs_err, rel_err = errors(ref, act)
+    passed = rel_err <= tol
+    reason = None if passed else f"max relative error {rel_err:.3g} > tolerance {tol:g} (max abs error {abs_err:.3g})"
+    return OutputComparison(name, passed, abs_err, rel_err, list(ref.shape), reason)
+
+
+def errors(reference: Any, actual: Any) -> tuple[float, float]:
+    """(max absolute error, max relative error) as defined in the module docstring."""
+    import numpy as np
+
+    ref = np.asarray(reference).astype(np.float64)
+    act = np.asarray(actual).astype(np.float64)
+    if ref.size == 0:
+        return 0.0, 0.0
+    both_nan = np.isnan(ref) & np.isnan(act)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(both_nan | (ref == act), 0.0, np.abs(act - ref))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    finite = np.abs(ref[np.isfinite(ref)])
+    scale = float(finite.max()) if finite.size else 0.0
+    floor = max(REL_FLOOR_SCALE * scale, REL_FLOOR_ABS)
+    rel = diff / np.maximum(np.where(np.isfinite(ref), np.abs(ref), 0.0), floor)
+    return float(diff.max()), float(rel.max())
+
+
+def _finite(body: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe: non-finite floats become None (the reason says what went wrong)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in body.items()}
