@@ -64,6 +64,7 @@ def _spawn_worker(settings: Settings, gpu: int | None) -> subprocess.Popen:
     env["TRTFARM_BROKER_URL"] = settings.resolved_broker_url()
     env["TRTFARM_DATABASE_URL"] = settings.resolved_database_url()
     env["TRTFARM_BLOB_URL"] = settings.resolved_blob_url()
+    env["TRTFARM_PARENT_PID"] = str(os.getpid())  # an orphaned embedded worker stops by itself
     if gpu is not None:
         env["TRTFARM_GPU"] = str(gpu)
     log = open(settings.home / f"worker-{'cpu' if gpu is None else f'gpu{gpu}'}.log", "ab")  # noqa: SIM115

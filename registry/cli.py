@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -57,8 +58,11 @@ def up(
 
     settings = _settings(home=home)
     gpu_list = _gpus(settings, gpus)
-    after = _demo_hook(settings, exit_after_demo) if demo else None
+    outcome: dict[str, bool] = {}
+    after = _demo_hook(settings, exit_after_demo, outcome) if demo else None
     run_embedded(settings, host, port, gpus=gpu_list, announce=out.print, after_start=after)
+    if exit_after_demo and not outcome.get("ok"):
+        raise typer.Exit(1)
 
 
 def _gpus(settings, choice: str) -> list[int] | None:  # noqa: ANN001
@@ -74,17 +78,17 @@ def _gpus(settings, choice: str) -> list[int] | None:  # noqa: ANN001
     return [d["index"] for d in probe("tensorrt", interpreters["tensorrt"]).devices] or None
 
 
-def _demo_hook(settings, exit_after: bool):  # noqa: ANN001, ANN202
+def _demo_hook(settings, exit_after: bool, outcome: dict):  # noqa: ANN001, ANN202
     def hook(url: str) -> None:
         from registry.demo import run_demo
 
         try:
-            ok = run_demo(url, settings.home, out.print)
+            outcome["ok"] = run_demo(url, settings.home, out.print)
         except Exception as exc:  # noqa: BLE001 - the demo reports, the farm stays up
             out.print(f"[red]demo failed:[/red] {exc}")
-            ok = False
-        if exit_after:
-            os._exit(0 if ok else 1)
+            outcome["ok"] = False
+        if exit_after:  # a graceful stop: the server returns, then the workers are stopped
+            os.kill(os.getpid(), signal.SIGINT)
 
     return hook
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -43,12 +44,26 @@ def _beat(ctx: WorkerContext) -> None:
 
 
 def _heartbeat_loop(ctx: WorkerContext) -> None:
+    parent = int(os.environ.get("TRTFARM_PARENT_PID", "0"))
     while True:
         time.sleep(HEARTBEAT_S)
+        if parent and not _alive(parent):
+            log.warning("the embedded farm (pid %s) is gone; worker %s stops", parent, ctx.name)
+            os._exit(0)
         try:
             _beat(ctx)
         except Exception as exc:  # noqa: BLE001 - keep beating through database hiccups
             log.warning("heartbeat failed: %s", exc)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run_dispatcher(settings: Settings, stop: threading.Event) -> None:
