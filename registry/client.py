@@ -254,9 +254,12 @@ class Farm:
             return self._detected
         return as_runtime(runtime)
 
-    def resolve(self, model: str | os.PathLike[str], runtime: str | RuntimeSpec | Any = "auto", spec: SpecLike = None) -> Resolution:
-        """The engine the farm picks for this runtime (RemoteError code no_compatible_engine when none)."""
-        params = resolve_query(self._model_ref(model, upload=False), self.runtime(runtime), spec)
+    def resolve(self, model: str | os.PathLike[str], runtime: str | RuntimeSpec | Any = "auto", spec: SpecLike = None,
+                shapes: Mapping[str, Sequence[int]] | None = None) -> Resolution:
+        """The engine the farm picks for this runtime (RemoteError code no_compatible_engine when none).
+
+        `shapes` ({input: shape}) keeps only engines whose optimization profiles hold those shapes."""
+        params = resolve_query(self._model_ref(model, upload=False), self.runtime(runtime), spec, shapes)
         return Resolution.model_validate(self._get("/v1/engines/resolve", params=params))
 
     # ------------------------------------------------------------------------------------ fetch
@@ -460,11 +463,14 @@ def family_of(spec: SpecLike) -> str | None:
     return None if spec is None else spec_family(parse_spec(spec if isinstance(spec, BuildSpec) else dict(spec)))
 
 
-def resolve_query(model: str, runtime: RuntimeSpec, spec: SpecLike = None) -> dict[str, str]:
+def resolve_query(model: str, runtime: RuntimeSpec, spec: SpecLike = None,
+                  shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
     """Query parameters of GET /v1/engines/resolve."""
-    params = {"model": model, **runtime.to_query()}
+    params: dict[str, Any] = {"model": model, **runtime.to_query()}
     if (family := family_of(spec)) is not None:
         params["spec_family"] = family
+    if shapes:
+        params["shape"] = [f"{name}:{'x'.join(str(int(d)) for d in dims)}" for name, dims in shapes.items()]
     return params
 
 

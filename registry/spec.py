@@ -136,15 +136,27 @@ def _validated(model: type[_Frozen], data: Any, where: str) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(where, err) for err in exc.errors()]
+        problems = [_describe(where, err, model) for err in exc.errors()]
         raise InvalidSpec("; ".join(problems), details={"errors": problems}) from None
 
 
-def _describe(where: str, err: dict[str, Any]) -> str:
+def _describe(where: str, err: dict[str, Any], model: type[_Frozen] = BuildSpec) -> str:
     loc = ".".join(str(p) for p in (where, *err["loc"]))
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        allowed = ", ".join(sorted(BuildSpec.model_fields)) if where == "spec" and len(err["loc"]) == 1 else ""
+        owner = _owner(model, tuple(err["loc"]))
+        allowed = ", ".join(sorted(owner.model_fields)) if owner is not None else ""
         return f"{loc}: unknown field" + (f" (known fields: {allowed})" if allowed else "")
     got = err.get("input")
     return f"{loc}: {msg}" + (f" (got {got!r})" if got is not None and not isinstance(got, dict) else "")
+
+
+def _owner(model: type[_Frozen], loc: tuple[Any, ...]) -> type[_Frozen] | None:
+    """The model class that holds the field at `loc` (for listing its known fields)."""
+    if len(loc) == 1:
+        return model
+    if model is BuildSpec and loc[0] == "onnxruntime" and len(loc) == 2:
+        return OnnxRuntimeOptions
+    if model is BuildSpec and loc[0] == "profiles" and len(loc) == 4:  # profiles.<k>.<input>.<field>
+        return ShapeRange
+    return None

@@ -18,7 +18,7 @@ from registry.errors import InvalidTarget
 
 TOOLCHAINS = ("tensorrt", "onnxruntime")
 AMPERE_PLUS = "ampere_plus"
-_CC = re.compile(r"^sm_(\d)(\d+)$")
+_CC = re.compile(r"^sm_(\d+)(\d)$")  # the minor is one digit: sm_90 = 9.0, sm_100 = 10.0, sm_120 = 12.0
 _CPU = re.compile(r"^(x86_64|aarch64)-[a-z0-9]+$")
 _SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
@@ -85,7 +85,7 @@ def device_class(device: str) -> str:
 
 def sku_slug(driver_name: str) -> str:
     """The SKU slug of a GPU from the name its driver reports."""
-    name = driver_name.strip().lower()
+    name = " ".join(driver_name.split()).lower()
     for prefix in ("nvidia ", "tesla "):
         name = name.removeprefix(prefix)
     slug = re.sub(r"[^a-z0-9]+", "-", name).strip("-")

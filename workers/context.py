@@ -60,9 +60,11 @@ class WorkerContext:
         return worker_queues([{"kind": t.kind, "version": t.version} for t in self.toolchains], self.gpus, self.cpu)
 
     def runner_env(self) -> dict[str, str]:
-        if self.settings.gpu is None:
-            return {}
-        return {"CUDA_VISIBLE_DEVICES": str(self.settings.gpu)}
+        # PCI bus order makes CUDA's device numbers agree with NVML's indices (what the probe reports).
+        env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+        if self.settings.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(self.settings.gpu)
+        return env
 
     def toolchain(self, kind: str, version: str) -> runner.Toolchain:
         for tc in self.toolchains:

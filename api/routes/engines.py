@@ -22,11 +22,12 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 def resolve(model: str, toolchain: str, version: str, sku: str | None = None, cc: str | None = None,
             cpu: str | None = None, allow_cross_sku: bool = False, lean_runtime: bool = False,
             engine_host_code_allowed: bool = False, spec_family: str | None = None,
+            shape: list[str] = Query([], description="NAME:1x3x224x224; only engines whose profiles hold it"),
             s: Session = Depends(session)) -> Resolution:
     runtime = compat.Runtime(toolchain=toolchain, version=version, sku=sku, cc=cc, cpu=cpu,
                              allow_cross_sku=allow_cross_sku, lean_runtime=lean_runtime,
                              engine_host_code_allowed=engine_host_code_allowed)
-    return engines.resolve(s, model, runtime, spec_family=spec_family)
+    return engines.resolve(s, model, runtime, spec_family=spec_family, shapes=engines.parse_shapes(shape))
 
 
 @router.get("", response_model=EngineList)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import text
+from sqlalchemy import func, select, text
+
+from registry.db.tables import Build, Engine
 
 from api.deps import Farm, farm
 from registry.schemas import WorkerInfo
@@ -45,7 +47,18 @@ def workers(state: Farm = Depends(farm)) -> list[WorkerInfo]:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics() -> Response:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+def metrics(state: Farm = Depends(farm)) -> Response:
+    """Prometheus: builds by status and queue, live workers, engines, timing caches (read from SQL)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    registry = CollectorRegistry()
+    builds = Gauge("trtfarm_builds", "builds by status and queue", ["status", "queue"], registry=registry)
+    workers = Gauge("trtfarm_workers_live", "live workers", registry=registry)
+    engines = Gauge("trtfarm_engines", "engines by toolchain", ["toolchain"], registry=registry)
+    with state.db.session() as s:
+        for status, queue, n in s.execute(select(Build.status, Build.queue, func.count()).group_by(Build.status, Build.queue)):
+            builds.labels(status, queue).set(n)
+        for toolchain, n in s.execute(select(Engine.toolchain, func.count()).group_by(Engine.toolchain)):
+            engines.labels(toolchain).set(n)
+        workers.set(len(fleet.live_workers(s, state.settings.worker_live_s)))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

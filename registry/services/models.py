@@ -160,7 +160,18 @@ def _tensors(proto, *, inputs: bool) -> list[dict]:  # noqa: ANN001
         if v.name in initializers:
             continue
         tt = v.type.tensor_type
-        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type).name if tt.elem_type else "unknown"
+        dtype = _dtype_name(tt.elem_type)
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
         result.append({"name": v.name, "dtype": dtype, "shape": dims})
     return result
+
+
+def _dtype_name(elem_type: int) -> str:
+    from onnx import TensorProto, helper
+
+    if not elem_type:
+        return "unknown"
+    try:
+        return helper.tensor_dtype_to_np_dtype(elem_type).name
+    except (KeyError, TypeError, ValueError):  # bfloat16, float8 and friends have no plain numpy dtype
+        return TensorProto.DataType.Name(elem_type).lower()

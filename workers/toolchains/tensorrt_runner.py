@@ -171,7 +171,7 @@ def read_bytes(path: str, what: str) -> bytes:
 
 def sku_slug(driver_name: str) -> str:
     """Same rule as registry.targets.sku_slug: 'NVIDIA H100 80GB HBM3' -> 'h100-80gb-hbm3'."""
-    name = driver_name.strip().lower()
+    name = " ".join(driver_name.split()).lower()
     for prefix in ("nvidia ", "tesla "):
         if name.startswith(prefix):
             name = name[len(prefix):]
