@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,11 +33,18 @@ def run_api(settings: Settings, host: str, port: int, *, dispatcher: bool = True
 
 
 def run_embedded(settings: Settings, host: str, port: int, *, gpus: list[int] | None,
-                 announce: Callable[[str], None], after_start: Callable[[str], None] | None = None) -> None:
-    """Start everything; `after_start(url)` runs in a thread once the API answers (the demo uses it)."""
+                 announce: Callable[[str], None], after_start: Callable[[str], None] | None = None,
+                 cpu_workers: int = 1) -> None:
+    """Start everything; `after_start(url)` runs in a thread once the API answers (the demo uses it).
+
+    With GPUs: one worker per GPU. Without: `cpu_workers` CPU workers (each builds one job at a time)."""
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url())
-    workers = [_spawn_worker(settings, gpu) for gpu in (gpus or [None])]
+    if gpus:
+        workers = [_spawn_worker(settings, gpu) for gpu in gpus]
+    else:
+        count = max(1, cpu_workers)
+        workers = [_spawn_worker(settings, None, index=i if count > 1 else None) for i in range(count)]
     url = f"http://{host}:{port}"
     announce(f"trtfarm embedded farm at {url} (home {settings.home})")
     announce(f"  database {settings.resolved_database_url()}  blobs {settings.resolved_blob_url()}")
@@ -55,7 +63,8 @@ def _describe(gpus: list[int] | None) -> str:
     return f"one per GPU {gpus}" if gpus else "CPU"
 
 
-def _spawn_worker(settings: Settings, gpu: int | None) -> subprocess.Popen:
+def _spawn_worker(settings: Settings, gpu: int | None, index: int | None = None) -> subprocess.Popen:
+    """One worker process; `index` numbers several CPU workers (own name and log: cpu0, cpu1, ...)."""
     env = dict(os.environ)
     for name in EMBEDDED_ENV:
         value = getattr(settings, name)
@@ -67,7 +76,10 @@ def _spawn_worker(settings: Settings, gpu: int | None) -> subprocess.Popen:
     env["TRTFARM_PARENT_PID"] = str(os.getpid())  # an orphaned embedded worker stops by itself
     if gpu is not None:
         env["TRTFARM_GPU"] = str(gpu)
-    log = open(settings.home / f"worker-{'cpu' if gpu is None else f'gpu{gpu}'}.log", "ab")  # noqa: SIM115
+    label = f"gpu{gpu}" if gpu is not None else "cpu" if index is None else f"cpu{index}"
+    if index is not None and not settings.worker_name:
+        env["TRTFARM_WORKER_NAME"] = f"{socket.gethostname()}:{label}"
+    log = open(settings.home / f"worker-{label}.log", "ab")  # noqa: SIM115
     return subprocess.Popen([sys.executable, "-m", "registry.cli", "worker"], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
 

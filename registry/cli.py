@@ -19,7 +19,7 @@ from registry.errors import FarmError
 app = typer.Typer(help="trtfarm: build farm and registry for TensorRT / ONNX Runtime engines.", no_args_is_help=True)
 db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-out = Console()
+out = Console(soft_wrap=True)  # never hard-wrap: paths, logs and ids must survive pipes and copy-paste
 err = Console(stderr=True)
 DEFAULT_PORT = 8470
 
@@ -50,6 +50,8 @@ def up(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(DEFAULT_PORT),
     gpus: str = typer.Option("auto", help="'auto' (one worker per GPU the TensorRT toolchain sees), 'none', or 0,1"),
+    workers: int = typer.Option(1, "--workers", min=1, help="CPU workers to start when there is no GPU worker "
+                                "(each builds one job at a time)"),
     demo: bool = typer.Option(False, help="once up, build a real model, fetch it through the SDK and run it"),
     exit_after_demo: bool = typer.Option(False, help="stop the farm after the demo (exit 0 if it passed)"),
 ) -> None:
@@ -60,7 +62,7 @@ def up(
     gpu_list = _gpus(settings, gpus)
     outcome: dict[str, bool] = {}
     after = _demo_hook(settings, exit_after_demo, outcome) if demo else None
-    run_embedded(settings, host, port, gpus=gpu_list, announce=out.print, after_start=after)
+    run_embedded(settings, host, port, gpus=gpu_list, announce=out.print, after_start=after, cpu_workers=workers)
     if exit_after_demo and not outcome.get("ok"):
         raise typer.Exit(1)
 
@@ -169,7 +171,7 @@ def submit(
 def _spec_from_flags(spec_json: str | None, **flags: Any) -> dict:
     from registry.spec import ShapeRange
 
-    spec: dict = json.loads(Path(spec_json[1:]).read_text() if spec_json and spec_json.startswith("@") else spec_json or "{}")
+    spec = _json_spec(spec_json) or {}
     if flags["precision"]:
         spec["precision"] = list(flags["precision"])
     if flags["shape"]:
@@ -187,6 +189,28 @@ def _spec_from_flags(spec_json: str | None, **flags: Any) -> dict:
         spec["version_compatible"] = True
     if flags["ort_level"]:
         spec.setdefault("onnxruntime", {})["graph_optimization_level"] = flags["ort_level"]
+    return spec
+
+
+def _json_spec(text: str | None) -> dict | None:
+    """--spec: JSON text or @file holding a JSON object; a clear error otherwise."""
+    from registry.errors import InvalidSpec
+
+    if not text:
+        return None
+    where = "--spec"
+    if text.startswith("@"):
+        where = f"--spec file {text[1:]!r}"
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise InvalidSpec(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise InvalidSpec(f"{where} is not valid JSON ({exc}); e.g. --spec '{{\"precision\": [\"fp16\"]}}'") from None
+    if not isinstance(spec, dict):
+        raise InvalidSpec(f"{where} must be a JSON object like {{\"precision\": [\"fp16\"]}}, not {type(spec).__name__}")
     return spec
 
 
@@ -227,14 +251,15 @@ def fetch(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fetch the engine your runtime can load into the local cache (sha256 verified)."""
-    spec = json.loads(spec_json) if spec_json else None
+    spec = _json_spec(spec_json)
     farm = _farm()
     model_id = farm.model_id(Path(model)) if Path(model).exists() else model
     path = farm.fetch(model_id, runtime=runtime, spec=spec, dest=output)
+    cache_path = farm.cached(model_id, runtime=runtime, spec=spec) or path  # local: no network
     if as_json:
-        _print_json({"path": str(output or path), "cache_path": str(path)})
+        _print_json({"path": str(Path(path).absolute()), "cache_path": str(Path(cache_path).absolute())})
     else:
-        out.print(str(output or path))
+        out.print(str(path), markup=False, highlight=False)
 
 
 @app.command()

@@ -45,8 +45,8 @@ class ShapeRange(_Frozen):
     def _ordered(self) -> ShapeRange:
         if not (len(self.min) == len(self.opt) == len(self.max)):
             raise ValueError(f"min, opt and max must have the same rank; got {self.min}, {self.opt}, {self.max}")
-        if any(d < 1 for d in self.min):
-            raise ValueError(f"dimensions must be >= 1; min is {self.min}")
+        if any(d < 0 for d in self.min):  # 0 is an empty tensor: TensorRT and ONNX Runtime take it
+            raise ValueError(f"dimensions must be >= 0; min is {self.min}")
         if not all(a <= b <= c for a, b, c in zip(self.min, self.opt, self.max)):
             raise ValueError(f"need min <= opt <= max in every dimension; got min={self.min} opt={self.opt} max={self.max}")
         return self

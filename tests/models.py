@@ -54,12 +54,13 @@ def convnet_proto(channels: int = 8, layers: int = 2, dynamic_batch: bool = True
     return _finish(graph)
 
 
-def convnet(path: str | Path, channels: int = 8, layers: int = 2, dynamic_batch: bool = True, size: int = 16) -> Path:
+def convnet(path: str | Path, channels: int = 8, layers: int = 2, dynamic_batch: bool = True, size: int = 16,
+            classes: int = 10, seed: int = 0) -> Path:
     import onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(convnet_proto(channels, layers, dynamic_batch, size), str(path))
+    onnx.save_model(convnet_proto(channels, layers, dynamic_batch, size, classes, seed), str(path))
     return path
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from registry.db.tables import Build, Engine, Model
+from registry.errors import InvalidInput
 from registry.planheader import NotAPlan, read_plan_file_header
 from registry.services import builds
 from registry.services.models import model_files
@@ -89,6 +90,9 @@ def _attempt(ctx: WorkerContext, claim: builds.Claim, row: Build, model: Model, 
         status, kwargs = "cancelled", {"error_code": "cancelled", "error_message": "cancelled while running"}
     except RunnerFailed as exc:
         status, kwargs = "failed", {"error_code": exc.code, "error_message": str(exc)}
+    except InvalidInput as exc:  # the model or spec cannot be validated as asked: the same on every retry
+        log.write(f"{exc.code}: {exc}")
+        status, kwargs = "failed", {"error_code": exc.code, "error_message": str(exc)}
     except Exception as exc:  # noqa: BLE001 - anything else is this worker's trouble: let another try
         log.write(f"internal error: {exc.__class__.__name__}: {exc}")
         status, kwargs = "failed", {"error_code": "worker_error", "error_message": f"{exc.__class__.__name__}: {exc}",
@@ -146,27 +150,67 @@ def _validate(ctx: WorkerContext, toolchain: runner.Toolchain, row: Build, model
     spec = parse_spec(row.spec)
     inputs = validation.input_specs(model_path)
     shape_sets = validation.validation_shapes(inputs, spec)
-    results, started = [], time.monotonic()
+    results, started, usable = [], time.monotonic(), []
     for k, shapes in enumerate(shape_sets):
         feeds = validation.random_inputs(inputs, shapes, seed=ctx.settings.validation_seed + k)
         in_path, out_path = tmp / f"in{k}.npz", tmp / f"out{k}.npz"
         np.savez(in_path, **feeds)
         args = ["--engine", str(engine_path), "--inputs", str(in_path), "--outputs", str(out_path),
                 "--profile", str(_profile_index(spec, shapes))]
-        runner.run(toolchain, "run", args, workdir=tmp, log=log, timeout=600, env=ctx.runner_env(),
-                   should_stop=keeper.should_stop)
-        reference = validation.reference_outputs(model_path, feeds)
+        where = {"shapes": {n: list(s) for n, s in shapes.items()}}
+        try:
+            runner.run(toolchain, "run", args, workdir=tmp, log=log, timeout=600, env=ctx.runner_env(),
+                       should_stop=keeper.should_stop)
+        except RunnerFailed as exc:
+            why = _reference_failure(model_path, feeds) if exc.code in ("invalid_input", "run_error") else None
+            if why is None:
+                raise  # the original model runs on these inputs: the engine's failure is real
+            results.append(_skipped(log, shapes, where, f"the original model fails on these random inputs too ({why})"))
+            continue
+        try:
+            reference = validation.reference_outputs(model_path, feeds)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own exception types
+            results.append(_skipped(log, shapes, where, f"the original model fails on these random inputs ({_short(exc)})"))
+            continue
         with np.load(out_path) as produced:
             result = validation.compare(reference, dict(produced), spec.precision).to_dict()
         log.write(f"validation at {_shapes_text(shapes)}: passed={result['passed']} "
-                  f"max_abs={result['max_abs_error']:.3g} max_rel={result['max_rel_error']:.3g}")
-        results.append({"shapes": {n: list(s) for n, s in shapes.items()}, **result})
+                  f"max_abs={_num(result['max_abs_error'])} max_rel={_num(result['max_rel_error'])}")
+        results.append({**where, **result})
+        usable.append(k)
     timings = {"validate_s": round(time.monotonic() - started, 3)}
+    if not usable:  # random inputs are no valid input for this model (e.g. a shape tensor): nothing to time
+        log.write("benchmark skipped: no validation input set that the original model accepts")
+        return {"validation": _summary(results), "latency": {"p50": None, "p99": None}, "timings": timings}
     keeper.step("benchmarking")
-    bench = runner.run(toolchain, "bench", ["--engine", str(engine_path), "--inputs", str(tmp / "in0.npz"),
+    bench = runner.run(toolchain, "bench", ["--engine", str(engine_path), "--inputs", str(tmp / f"in{usable[0]}.npz"),
                                             "--iterations", str(ctx.settings.bench_iterations)],
                        workdir=tmp, log=log, timeout=600, env=ctx.runner_env(), should_stop=keeper.should_stop)
     return {"validation": _summary(results), "latency": bench["latency_ms"], "timings": timings}
+
+
+def _reference_failure(model_path: Path, feeds: dict) -> str | None:
+    """Why the ORIGINAL model fails on `feeds` (None when it runs): random values are not valid input for
+    every model (a shape tensor for Expand, split sizes that must add up), and then validation can only
+    say so, not blame the engine."""
+    try:
+        validation.reference_outputs(model_path, feeds)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own exception types
+        return _short(exc)
+    return None
+
+
+def _skipped(log: BuildLog, shapes: dict, where: dict, reason: str) -> dict[str, Any]:
+    log.write(f"validation at {_shapes_text(shapes)}: skipped: {reason}")
+    return {**where, "passed": None, "skipped": reason, "max_abs_error": None, "max_rel_error": None}
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def _shapes_text(shapes: dict) -> str:
@@ -182,12 +226,17 @@ def _profile_index(spec: BuildSpec, shapes: dict) -> int:
 
 
 def _summary(results: list[dict]) -> dict[str, Any]:
-    return {
-        "passed": all(r["passed"] for r in results),
-        "max_abs_error": max((r["max_abs_error"] for r in results), default=0.0),
-        "max_rel_error": max((r["max_rel_error"] for r in results), default=0.0),
+    """passed: True/False over the input sets that could be checked; None when none could (all skipped)."""
+    checked = [r for r in results if r["passed"] is not None]
+    summary = {
+        "passed": all(r["passed"] for r in checked) if checked else None,
+        "max_abs_error": max((r["max_abs_error"] for r in checked if r["max_abs_error"] is not None), default=0.0),
+        "max_rel_error": max((r["max_rel_error"] for r in checked if r["max_rel_error"] is not None), default=0.0),
         "cases": results,
     }
+    if not checked:
+        summary["skipped"] = "; ".join(sorted({r["skipped"] for r in results if r.get("skipped")}))
+    return summary
 
 
 def _engine_row(ctx: WorkerContext, row: Build, toolchain: runner.Toolchain, meta: dict, blob: Any,

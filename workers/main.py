@@ -10,7 +10,7 @@ import time
 
 from registry.services import fleet, reaper
 from registry.settings import Settings
-from workers.celery_app import make_celery
+from workers.celery_app import declare_queues, make_celery
 from workers.context import WorkerContext, discover
 from workers.tasks import set_context
 
@@ -30,6 +30,7 @@ def run_worker(settings: Settings) -> None:
     log.info("worker %s serves %s", ctx.name, ", ".join(queues))
     print(f"worker {ctx.name} serves: {', '.join(queues)}", flush=True)
     app = make_celery(settings)
+    declare_queues(app, queues)  # before consuming: see declare_queues for the race it avoids
     app.worker_main(argv=[
         "worker", "-Q", ",".join(queues), "-c", "1", "-P", "solo", "--prefetch-multiplier=1",
         "-n", f"{ctx.name.replace(':', '-')}@{socket.gethostname()}", "--without-gossip", "--without-mingle",
@@ -73,17 +74,33 @@ def run_dispatcher(settings: Settings, stop: threading.Event) -> None:
     db = Database(settings.resolved_database_url())
     app = make_celery(settings)
     next_reap = 0.0
-    with app.producer_or_acquire() as producer:
-        while not stop.is_set():
-            try:
-                _relay(db, app, producer)
-                if time.monotonic() >= next_reap:
-                    reaper.reap(db, settings)
-                    next_reap = time.monotonic() + settings.reaper_interval_s
-            except Exception as exc:  # noqa: BLE001 - the dispatcher outlives broker/database hiccups
-                log.warning("dispatcher: %s", exc)
-                stop.wait(2.0)
-            stop.wait(settings.relay_interval_s)
+    conn = None
+    while not stop.is_set():
+        try:
+            if conn is None:
+                conn = app.connection_for_write()
+                producer = app.amqp.Producer(conn)
+            _relay(db, app, producer)
+            if time.monotonic() >= next_reap:
+                reaper.reap(db, settings)
+                next_reap = time.monotonic() + settings.reaper_interval_s
+        except Exception as exc:  # noqa: BLE001 - the dispatcher outlives broker/database hiccups
+            log.warning("dispatcher: %s", exc)
+            # a fresh broker connection next time: after an error the old one may stay unusable (kombu's
+            # SQLAlchemy transport keeps a session that failed a flush); unpublished outbox rows are retried
+            conn = _discard(conn)
+            stop.wait(2.0)
+        stop.wait(settings.relay_interval_s)
+    _discard(conn)
+
+
+def _discard(conn) -> None:  # noqa: ANN001
+    if conn is not None:
+        try:
+            conn.release()
+        except Exception:  # noqa: BLE001, S110 - closing a broken connection may fail too
+            pass
+    return None
 
 
 def _relay(db, app, producer) -> None:  # noqa: ANN001

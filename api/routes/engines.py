@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from fastapi import APIRouter, Depends, Header, Query, Response
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import Farm, farm, session
@@ -48,12 +48,16 @@ def get_artifact(engine_id: str, range_: str | None = Header(None, alias="range"
     etag = f'"{row.digest}"'
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "X-Content-SHA256": row.digest,
                "Content-Disposition": f'attachment; filename="{row.filename}"'}
-    if if_none_match and etag in if_none_match:
+    if if_none_match and (etag in if_none_match or if_none_match.strip() == "*"):
         return Response(status_code=304, headers=headers)
     url = state.blobs.presigned_url(row.digest, filename=row.filename)
     if url:
         return RedirectResponse(url, status_code=307, headers=headers)
-    start, end = _range(range_, row.size)
+    try:
+        start, end = _range(range_, row.size)
+    except _Unsatisfiable as exc:  # RFC 9110: 416 with the current length
+        return JSONResponse({"code": "range_not_satisfiable", "message": str(exc)}, status_code=416,
+                            headers={**headers, "Content-Range": f"bytes */{row.size}"})
     body = state.blobs.open_range(row.digest, start, end + 1)  # open_range's end is exclusive
     headers["Content-Length"] = str(end - start + 1)
     if range_:
@@ -70,8 +74,17 @@ def _range(header: str | None, size: int) -> tuple[int, int]:
     if not m or not (m[1] or m[2]):
         raise InvalidInput(f"Range {header!r} is not 'bytes=START-END'")
     if not m[1]:
+        if int(m[2]) == 0:
+            raise _Unsatisfiable(f"Range {header!r} asks for the last 0 bytes of the {size}-byte artifact")
         return max(0, size - int(m[2])), size - 1
-    start, end = int(m[1]), min(int(m[2]) if m[2] else size - 1, size - 1)
-    if start > end:
-        raise InvalidInput(f"Range {header!r} is outside the {size}-byte artifact")
-    return start, end
+    start, end = int(m[1]), int(m[2]) if m[2] else None
+    if end is not None and start > end:
+        raise InvalidInput(f"Range {header!r}: the first byte is after the last one; use 'bytes=START-END'")
+    if start >= size:
+        raise _Unsatisfiable(f"Range {header!r} starts past the end of the {size}-byte artifact; "
+                             f"ask for bytes 0-{size - 1}")
+    return start, size - 1 if end is None else min(end, size - 1)
+
+
+class _Unsatisfiable(Exception):
+    pass

@@ -96,6 +96,10 @@ def check_spec(spec: BuildSpec, target: Target, model: Model, offers: list[fleet
 def _check_profiles(spec: BuildSpec, model: Model) -> None:
     inputs = {i["name"]: i for i in model.inputs}
     dynamic = {n: i["shape"] for n, i in inputs.items() if any(not isinstance(d, int) or d <= 0 for d in i["shape"])}
+    for k, profile in enumerate(spec.profiles):  # a misspelt name first: it is why the real input looks omitted
+        unknown = [name for name in profile if name not in inputs]
+        if unknown:
+            raise InvalidSpec(f"spec.profiles.{k}: the model has no input {unknown[0]!r}; its inputs: {', '.join(inputs)}")
     for k, profile in enumerate(spec.profiles or [{}]):
         missing = sorted(set(dynamic) - set(profile))
         if missing:

@@ -84,8 +84,12 @@ def complete_target(target: Target, spec: BuildSpec, fleet: list[Offer]) -> tupl
     """
     if target.device == AMPERE_PLUS and spec.hardware_compatibility == "none":
         spec = spec.model_copy(update={"hardware_compatibility": "ampere_plus"})
+    if target.device == AMPERE_PLUS and spec.hardware_compatibility != "ampere_plus":
+        raise InvalidTarget(f"target {target} builds an ampere_plus plan, but the spec asks for hardware_compatibility "
+                            f"{spec.hardware_compatibility!r}; drop one of them")
     matching = [o for o in fleet if serves(o, target.kind, target.version, target.device)]
-    version = target.version or _one(matching, lambda o: o.version, "version", target, fleet)
+    what = "version" + (f" for device {target.device}" if target.device else "")
+    version = target.version or _one(matching, lambda o: o.version, what, target, fleet)
     matching = [o for o in matching if o.version == version]
     device = _key_device(target, spec, matching, fleet)
     return Target(target.kind, version, device), spec

@@ -434,6 +434,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     feeds = load_feeds(session, Path(args.inputs))
     values = _run_once(session, feeds)
     outputs = {o.name: np.asarray(v) for o, v in zip(session.get_outputs(), values)}
+    # string tensors come back as object arrays; store them as unicode so the file loads without pickle
+    outputs = {n: v.astype(str) if v.dtype == object else v for n, v in outputs.items()}
     out = Path(args.outputs)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as f:

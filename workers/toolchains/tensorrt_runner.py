@@ -503,6 +503,7 @@ def make_logger(trt, verbose: bool = False):
                 self.errors.append(msg)
             elif name == "WARNING":
                 self.warnings.append(msg)
+            if name in ("ERROR", "WARNING"):  # 8.6 logs "The timing cache will not be used!" as an ERROR
                 self.partial_miss = self.partial_miss or bool(TIMING_CACHE_UNUSED.search(msg))
 
     return RunnerLogger()
@@ -563,6 +564,10 @@ def attach_timing_cache(config, logger, path: str | None) -> dict:
 
 
 def load_timing_cache(config, logger, path: str, info: dict):
+    """The cache is used whenever set_timing_cache accepts it. TensorRT 8.6 on an H100 logs
+    "Myelin error from unknown graph" and "The timing cache will not be used!" as ERRORs while loading a
+    cache of its own making, accepts it, and uses the rest of it (DESIGN.md): that is a partial miss, not
+    a rejection."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -571,13 +576,16 @@ def load_timing_cache(config, logger, path: str, info: dict):
     errors_before = len(logger.errors)
     try:
         cache = config.create_timing_cache(data)
-        accepted = cache is not None and config.set_timing_cache(cache, False)
+        accepted = cache is not None and bool(config.set_timing_cache(cache, False))
     except Exception as exc:  # noqa: BLE001 - TensorRT raises for malformed caches
         cache, accepted = None, False
-        logger.errors.append(str(exc))
+        logger.errors.append(f"{type(exc).__name__}: {exc}")
     new_errors = logger.errors[errors_before:]
     del logger.errors[errors_before:]  # a rejected cache must not colour a later build error
-    if accepted and not new_errors:
+    if accepted:
+        if new_errors:
+            logger.partial_miss = True
+            log(f"timing cache {path}: loaded; TensorRT reported a partial miss: {'; '.join(new_errors)}")
         return cache, None
     return None, "; ".join(new_errors) or "TensorRT did not accept it (version, device or format mismatch)"
 

@@ -1,0 +1,164 @@
+"""Exactly-once where it matters: submit dedup under concurrency (PostgreSQL's unique key), concurrent uploads
+of one model, duplicate queue deliveries (Redis), and completion guarded by the attempt."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select, update
+
+from registry.db.tables import Build, Engine, Model, ModelFile, Outbox, utcnow
+from registry.queues import BUILD_TASK
+from registry.services import builds
+from tests.integration.conftest import RunningFarm, batch_profile
+from tests.models import convnet
+
+UNSERVED = "onnxruntime==9.9.9@x86_64-avx2"
+
+
+def _concurrently(n: int, call) -> list:  # noqa: ANN001
+    """Run call(i) in n threads released together; return the results in order (exceptions re-raised)."""
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = call(i)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, errors[:3]
+    return results
+
+
+def test_fifty_identical_submissions_make_one_build(farm: RunningFarm, ort_runtime: str, tmp_path: Path) -> None:
+    model = farm.client().upload(convnet(tmp_path / "m.onnx", channels=4, layers=1, seed=21))
+    body = {"model": model.id, "target": ort_runtime, "spec": batch_profile()}
+    clients = [farm.http() for _ in range(50)]  # one connection each: the requests really overlap
+
+    responses = _concurrently(50, lambda i: clients[i].post("/v1/builds", json=body))
+
+    codes = Counter(r.status_code for r in responses)
+    assert codes == {201: 1, 200: 49}, [r.text for r in responses if r.status_code not in (200, 201)][:3]
+    ids = {r.json()["id"] for r in responses}
+    assert len(ids) == 1
+    (build_id,) = ids
+    with farm.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Build)) == 1
+        assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.build_id == build_id)) == 1
+
+    info = farm.wait_build(build_id)
+    assert info["status"] == "succeeded" and info["attempt"] == 1
+    # submitting again afterwards: the same build, 200, nothing new
+    again = clients[0].post("/v1/builds", json=body)
+    assert again.status_code == 200 and again.json()["id"] == build_id and again.json()["status"] == "succeeded"
+    with farm.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Engine)) == 1
+
+
+def test_concurrent_identical_uploads_make_one_model(farm: RunningFarm, tmp_path: Path) -> None:
+    path = convnet(tmp_path / "same.onnx", channels=4, layers=1, seed=22)
+    data = path.read_bytes()
+    clients = [farm.http() for _ in range(12)]
+    before = farm.s3_keys()
+
+    responses = _concurrently(12, lambda i: clients[i].post("/v1/models", files={"file": ("same.onnx", data)}))
+
+    codes = Counter(r.status_code for r in responses)
+    assert codes == {201: 1, 200: 11}, [r.text for r in responses][:3]
+    assert len({r.json()["id"] for r in responses}) == 1
+    with farm.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Model)) == 1
+        assert s.scalar(select(func.count()).select_from(ModelFile)) == 1
+    new = farm.s3_keys() - before
+    assert len(new) == 1 and new.pop().endswith(responses[0].json()["id"].removeprefix("sha256:"))
+
+
+def _queue_drained(farm: RunningFarm, queue: str, timeout: float = 60) -> None:
+    """Every message of `queue` delivered and acked (kombu's Redis transport: the list and 'unacked')."""
+    r = farm.redis.client()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if r.llen(queue) == 0 and r.hlen("unacked") == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"queue {queue} not drained: {r.llen(queue)} waiting, {r.hlen('unacked')} unacked")
+
+
+def test_duplicate_deliveries_build_once(farm_factory, ort_runtime: str, tmp_path: Path) -> None:
+    farm = farm_factory(workers=2)
+    sdk = farm.client()
+    model = sdk.upload(convnet(tmp_path / "d.onnx", channels=4, layers=1, seed=23))
+    celery = farm.celery()
+
+    build = sdk.submit(model.id, ort_runtime, batch_profile(), wait=False)
+    for _ in range(2):  # the same build id published twice more, while two workers listen
+        celery.send_task(BUILD_TASK, args=[build.id], queue=build.queue)
+    done = farm.wait_build(build.id)
+    _queue_drained(farm, build.queue)
+
+    assert done["status"] == "succeeded" and done["attempt"] == 1, done
+    finished_at = done["finished_at"]
+    for _ in range(2):  # and twice after it succeeded
+        celery.send_task(BUILD_TASK, args=[build.id], queue=build.queue)
+    _queue_drained(farm, build.queue)
+
+    after = farm.wait_build(build.id)
+    assert (after["status"], after["attempt"], after["finished_at"]) == ("succeeded", 1, finished_at)
+    with farm.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Engine).where(Engine.build_id == build.id)) == 1
+        assert s.scalar(select(func.count()).select_from(Engine)) == 1
+    assert len(sdk.engines(model.id)) == 1
+
+
+def _engine_row(build: Build, worker: str) -> Engine:
+    return Engine(id=f"stale{worker}", build_id=build.id, build_key=build.key, model_id=build.model_id,
+                  toolchain=build.toolchain, version=build.version, device=build.device,
+                  hardware_compatibility="none", version_compatible=False, spec=build.spec,
+                  spec_family=build.spec_family, digest="sha256:" + "1" * 64, size=1, filename="x.ort", meta={})
+
+
+def test_finish_with_a_stale_attempt_is_refused(farm: RunningFarm, tmp_path: Path) -> None:
+    """A worker whose lease was taken over cannot complete the build, nor add an engine."""
+    sdk = farm.client()
+    model = sdk.upload(convnet(tmp_path / "s.onnx", channels=4, layers=1, seed=24))
+    build = sdk.submit(model.id, UNSERVED, batch_profile(), wait=False)  # no worker will touch it
+    db = farm.db
+
+    first = builds.claim(db, build.id, "worker-a", lease_s=60)
+    assert first is not None and first.attempt == 1
+    assert builds.claim(db, build.id, "worker-b", lease_s=60) is None  # the lease is live
+    with db.session() as s:  # worker-a goes silent: its lease runs out
+        s.execute(update(Build).where(Build.id == build.id).values(lease_until=utcnow() - timedelta(seconds=1)))
+    second = None
+    deadline = time.monotonic() + 10
+    while second is None and time.monotonic() < deadline:  # either straight away, or after the reaper requeued it
+        second = builds.claim(db, build.id, "worker-b", lease_s=60)
+        time.sleep(0.1)
+    assert second is not None and second.attempt == 2
+
+    with db.session() as s:
+        stale_row = s.get(Build, build.id)
+    assert builds.renew(db, first, 60) == "lost"
+    assert builds.finish(db, first, "succeeded", engine=_engine_row(stale_row, "a")) is False
+    with db.session() as s:
+        row = s.get(Build, build.id)
+        assert (row.status, row.attempt, row.worker) == ("running", 2, "worker-b")
+        assert s.scalar(select(func.count()).select_from(Engine)) == 0
+
+    assert builds.finish(db, second, "failed", error_code="toolchain_error", error_message="boom") is True
+    assert builds.finish(db, second, "succeeded") is False  # finished already
+    info = httpx.get(f"{farm.url}/v1/builds/{build.id}").json()
+    assert (info["status"], info["attempt"], info["error"]["code"]) == ("failed", 2, "toolchain_error")

@@ -1,0 +1,94 @@
+"""The broker is a transport, SQL is the truth: builds whose worker died come back, builds whose message was
+lost are published again, and a build whose lease keeps expiring fails with lease_expired."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+
+from registry.db.tables import Build, Engine, Outbox, utcnow
+from registry.services import builds
+from tests.integration.conftest import SLOW_WORKER, RunningFarm, batch_profile, pid_alive, runner_pids, wait_for
+from tests.models import convnet
+
+UNSERVED = "onnxruntime==9.9.9@x86_64-avx2"
+
+
+def test_build_of_a_killed_worker_completes_on_another(farm_factory, ort_runtime: str, tmp_path: Path) -> None:
+    farm = farm_factory(workers=0, lease_s=3)
+    victim = farm.add_worker(**SLOW_WORKER)
+    sdk = farm.client()
+    model = sdk.upload(convnet(tmp_path / "k.onnx", channels=4, layers=1, seed=31))
+    build = sdk.submit(model.id, ort_runtime, batch_profile(), wait=False)
+    running = farm.wait_build(build.id, lambda b: b["status"] == "running")
+    assert running["worker"] == victim.env["TRTFARM_WORKER_NAME"] and running["attempt"] == 1
+    rescuer = farm.add_worker(wait=False)  # it will be idle: the victim holds the only message, unacked
+    farm.wait_build(build.id, lambda b: b["progress"] == "benchmarking")
+    farm.wait_live([rescuer.env["TRTFARM_WORKER_NAME"]])
+    runners = wait_for(lambda: runner_pids(farm), what="the victim's benchmark runner process")
+
+    victim.kill()  # SIGKILL: no goodbye, the lease simply stops being renewed
+    wait_for(lambda: not any(pid_alive(p) for p in runners), what="the runner to be gone")
+
+    done = farm.wait_build(build.id, timeout=60)
+    assert done["status"] == "succeeded", done
+    assert done["attempt"] == 2 and done["worker"] == rescuer.env["TRTFARM_WORKER_NAME"]
+    with farm.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Engine).where(Engine.build_id == build.id)) == 1
+        assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.build_id == build.id)) == 2
+    log = sdk.log(build.id)
+    assert f"attempt 2 on {rescuer.env['TRTFARM_WORKER_NAME']}" in log
+    assert sdk.engine(done["engine_id"]).validation_passed is True
+
+
+def test_a_queued_build_whose_message_was_lost_is_published_again(farm_factory, ort_runtime: str,
+                                                                    tmp_path: Path) -> None:
+    farm = farm_factory(workers=0)
+    sdk = farm.client()
+    model = sdk.upload(convnet(tmp_path / "l.onnx", channels=4, layers=1, seed=32))
+    build = sdk.submit(model.id, ort_runtime, batch_profile(), wait=False)
+    assert ort_runtime.split("@")[0].replace("==", "-") in build.waiting_reason  # nobody serves it yet
+    r = farm.redis.client()
+
+    def published() -> bool:
+        with farm.db.session() as s:
+            return s.scalar(select(Outbox.published_at).where(Outbox.build_id == build.id)) is not None
+
+    wait_for(published, what="the relay to publish the build")  # the relay published it...
+    assert r.llen(build.queue) == 1
+    r.flushdb()  # ...and the broker lost it
+    with farm.db.session() as s:  # long enough ago for the reaper to call it stale
+        s.execute(update(Build).where(Build.id == build.id).values(enqueued_at=utcnow() - timedelta(minutes=5)))
+
+    farm.add_worker()
+    done = farm.wait_build(build.id, timeout=60)
+
+    assert done["status"] == "succeeded" and done["attempt"] == 1, done
+    with farm.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.build_id == build.id)) == 2
+
+
+def test_expired_leases_requeue_then_fail_after_max_attempts(farm: RunningFarm, tmp_path: Path) -> None:
+    """Workers that claim the build and vanish (a short lease, nobody renews it)."""
+    sdk = farm.client()
+    model = sdk.upload(convnet(tmp_path / "e.onnx", channels=4, layers=1, seed=33))
+    build = sdk.submit(model.id, UNSERVED, batch_profile(), wait=False)
+    assert build.max_attempts == 3
+
+    for attempt in (1, 2, 3):
+        claim = builds.claim(farm.db, build.id, f"ghost-{attempt}", lease_s=1)
+        assert claim is not None and claim.attempt == attempt
+        after = farm.wait_build(build.id, lambda b: b["status"] != "running", timeout=20)
+        if attempt < 3:
+            assert after["status"] == "queued" and after["attempt"] == attempt, after
+            assert after["progress"] == f"lease expired on ghost-{attempt}; requeued"
+            assert after["waiting_reason"] and build.queue in after["waiting_reason"]
+
+    assert after["status"] == "failed", after
+    assert after["error"]["code"] == "lease_expired" and after["attempt"] == 3
+    assert "attempt 3 of 3" in after["error"]["message"] and "ghost-3" in after["error"]["message"]
+    assert builds.claim(farm.db, build.id, "ghost-4", lease_s=1) is None
+    with farm.db.session() as s:  # requeued twice: three messages in all
+        assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.build_id == build.id)) == 3

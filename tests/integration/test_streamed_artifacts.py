@@ -1,0 +1,116 @@
+"""A farm whose blobs live in a folder (file://): the API streams artifacts itself (Range, ETag, 304);
+a model with external data goes through the SDK, is built and validated."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import RunningFarm, S3, Postgres, batch_profile, start_farm, stop_farm
+from tests.models import convnet, external_data_model
+
+
+@pytest.fixture(scope="module")
+def farm(postgres: Postgres, s3: S3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFarm]:
+    farm = start_farm(postgres, s3, tmp_path_factory.mktemp("file-farm"), workers=1, blobs="file")
+    try:
+        yield farm
+    finally:
+        stop_farm(farm, postgres)
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_artifact_streamed_with_range_and_etag(farm: RunningFarm, ort_runtime: str, tmp_path: Path) -> None:
+    sdk = farm.client()
+    build = sdk.submit(convnet(tmp_path / "r.onnx", channels=8, layers=2, seed=61), ort_runtime, batch_profile(),
+                       poll_interval=0.3, timeout=120)
+    engine = sdk.engine(build.engine_id)
+    blob = farm.home / "blobs" / "blobs" / "sha256" / engine.digest[7:9] / engine.digest[7:]
+    stored = blob.read_bytes()
+    assert sha256(stored) == engine.digest and len(stored) == engine.size > 100
+    etag = f'"{engine.digest}"'
+    url = f"/v1/engines/{engine.id}/artifact"
+
+    with farm.http() as http:
+        full = http.get(url)
+        assert full.status_code == 200 and full.content == stored
+        assert full.headers["etag"] == etag and full.headers["accept-ranges"] == "bytes"
+        assert full.headers["content-length"] == str(engine.size)
+        assert full.headers["x-content-sha256"] == engine.digest
+        assert engine.filename in full.headers["content-disposition"]
+
+        for header, start, end in [("bytes=0-9", 0, 9), ("bytes=10-", 10, engine.size - 1),
+                                   ("bytes=-7", engine.size - 7, engine.size - 1),
+                                   (f"bytes=5-{engine.size + 100}", 5, engine.size - 1)]:
+            part = http.get(url, headers={"Range": header})
+            assert part.status_code == 206, (header, part.text)
+            assert part.content == stored[start:end + 1], header
+            assert part.headers["content-range"] == f"bytes {start}-{end}/{engine.size}", header
+            assert part.headers["content-length"] == str(end - start + 1)
+            assert part.headers["etag"] == etag
+
+        unchanged = http.get(url, headers={"If-None-Match": etag})
+        assert unchanged.status_code == 304 and unchanged.content == b"" and unchanged.headers["etag"] == etag
+        for header in (f'"sha256:{"f" * 64}", {etag}', f"W/{etag}", "*"):  # a list, a weak tag, any
+            assert http.get(url, headers={"If-None-Match": header}).status_code == 304, header
+        other = http.get(url, headers={"If-None-Match": '"sha256:' + "f" * 64 + '"'})
+        assert other.status_code == 200 and other.content == stored
+
+        for header in (f"bytes={engine.size}-", f"bytes={engine.size + 10}-{engine.size + 20}", "bytes=-0"):
+            past = http.get(url, headers={"Range": header})
+            assert past.status_code == 416, (header, past.text)
+            assert past.json()["code"] == "range_not_satisfiable"
+            assert past.headers["content-range"] == f"bytes */{engine.size}"
+        for header in ("bytes=9-3", "items=0-9", "bytes=a-b"):
+            bad = http.get(url, headers={"Range": header})
+            assert bad.status_code == 422 and bad.json()["code"] == "invalid_input", header
+
+    # the SDK downloads the streamed artifact, verifies it and caches it
+    path = sdk.fetch(build.model, ort_runtime, batch_profile())
+    assert path.read_bytes() == stored and path.name == engine.digest[7:]
+
+
+def test_model_with_external_data_through_the_sdk(farm: RunningFarm, ort_runtime: str, tmp_path: Path) -> None:
+    path = external_data_model(tmp_path / "ext", name="net.onnx")
+    weights = path.parent / "weights.bin"
+    assert weights.stat().st_size > 1000 and path.stat().st_size < weights.stat().st_size
+    sdk = farm.client()
+    local_id = sdk.model_id(path)
+    assert local_id != sha256(path.read_bytes())  # the manifest's digest, not the .onnx's
+    assert not sdk.has_model(local_id)
+
+    info = sdk.upload(path)
+
+    assert info.id == local_id and sdk.has_model(local_id)
+    assert sorted((f.path, f.sha256, f.size) for f in info.files) == sorted(
+        (p.name, sha256(p.read_bytes()), p.stat().st_size) for p in (path, weights))
+    assert [i.name for i in info.inputs] == ["input"] and info.inputs[0].shape == ["N", 3, 16, 16]
+    for f in info.files:  # both files are blobs of their own
+        assert (farm.home / "blobs" / "blobs" / "sha256" / f.sha256[7:9] / f.sha256[7:]).is_file()
+    assert sdk.upload(path).id == local_id  # a second upload is a HEAD hit
+
+    build = sdk.submit(path, "onnxruntime", batch_profile(), poll_interval=0.3, timeout=120)
+    assert build.status == "succeeded" and build.model == local_id and build.target == ort_runtime
+    engine = sdk.engine(build.engine_id)
+    assert engine.validation_passed is True
+    cases = engine.validation["cases"]
+    assert cases and all(c["passed"] for c in cases) and engine.validation["max_abs_error"] < 1e-3
+
+    fetched = sdk.fetch(path, "auto", batch_profile())  # the runtime detected here: this host's ONNX Runtime
+    assert sha256(fetched.read_bytes()) == engine.digest
+
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.load_model_format", "ORT")
+    x = np.random.default_rng(3).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    got = ort.InferenceSession(str(fetched), opts, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
