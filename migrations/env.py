@@ -19,12 +19,16 @@ def _url() -> str:
 def run_migrations_online() -> None:
     from registry.db.session import make_engine
 
-    connectable = config.attributes.get("connection") or make_engine(_url())
-    if hasattr(connectable, "connect"):
-        with connectable.connect() as connection:
+    given = config.attributes.get("connection")
+    if given is not None:
+        _run(given)
+        return
+    engine = make_engine(_url())
+    try:
+        with engine.connect() as connection:
             _run(connection)
-    else:
-        _run(connectable)
+    finally:
+        engine.dispose()  # leave no pooled connection behind (it would block CREATE DATABASE … TEMPLATE)
 
 
 def _run(connection) -> None:  # noqa: ANN001

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     bench_iterations: int = 50
     worker_live_s: int = 60  # a worker whose heartbeat is older is not counted as serving
     reaper_interval_s: float = 5.0
+    # a queued build with no message in flight for this long, while a worker of its queue idles, is re-sent
+    requeue_stale_s: float = 30.0
     relay_interval_s: float = 0.3
 
     def resolved_database_url(self) -> str:

@@ -173,7 +173,7 @@ def _validate(ctx: WorkerContext, toolchain: runner.Toolchain, row: Build, model
             results.append(_skipped(log, shapes, where, f"the original model fails on these random inputs ({_short(exc)})"))
             continue
         with np.load(out_path) as produced:
-            result = validation.compare(reference, dict(produced), spec.precision).to_dict()
+            result = validation.compare(reference, dict(produced), validation.allowed_precisions(spec, row.toolchain)).to_dict()
         log.write(f"validation at {_shapes_text(shapes)}: passed={result['passed']} "
                   f"max_abs={_num(result['max_abs_error'])} max_rel={_num(result['max_rel_error'])}")
         results.append({**where, **result})

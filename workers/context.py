@@ -6,30 +6,18 @@ import socket
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from registry.blobs import open_blob_store
-from registry.blobs.base import BlobStore
-from registry.db.session import Database
 from registry.errors import ToolchainError
 from registry.queues import worker_queues
 from registry.settings import Settings
+from registry.stores import FarmStores
 from registry.targets import cpu_device
 from workers import runner
 
 
 @dataclass
-class WorkerContext:
-    settings: Settings
+class WorkerContext(FarmStores):
     toolchains: list[runner.Toolchain] = field(default_factory=list)
     current_build: str | None = None
-
-    @cached_property
-    def db(self) -> Database:
-        return Database(self.settings.resolved_database_url())
-
-    @cached_property
-    def blobs(self) -> BlobStore:
-        s = self.settings
-        return open_blob_store(s.resolved_blob_url(), s3_endpoint_url=s.s3_endpoint_url, s3_region=s.s3_region)
 
     @cached_property
     def name(self) -> str:

@@ -18,8 +18,10 @@ of 1.4e-3 (4 layers) and 2.9e-3 (12 layers), but 0.052 and 0.027 under the first
 thousandth of the largest magnitude), so both would have failed their 1e-2 tolerance. NaN in the same
 place on both sides counts as equal; NaN or inf on one side only is an infinite error.
 
-An output passes when its max rel_error <= the tolerance of the spec's precision flags (the loosest
-flag decides): fp32 only (empty precision) 1e-3; fp16 or bf16 1e-2; int8, fp8 or int4 1e-1.
+An output passes when its max rel_error <= the tolerance of the precisions the builder was allowed (the
+loosest decides): fp32 only 1e-3; fp16, bf16 or tf32 1e-2; int8, fp8 or int4 1e-1. TF32 (TensorRT's
+default for FP32 math, `tf32: true`) keeps FP16's 10 mantissa bits, so it gets FP16's tolerance; a
+TensorRT build wanting the 1e-3 bound sets `tf32: false`. ONNX Runtime on the CPU never uses TF32.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from registry.spec import BuildSpec
 
 Shape = tuple[int, ...]
-TOLERANCES = {"fp32": 1e-3, "fp16": 1e-2, "bf16": 1e-2, "int8": 1e-1, "fp8": 1e-1, "int4": 1e-1}
+TOLERANCES = {"fp32": 1e-3, "tf32": 1e-2, "fp16": 1e-2, "bf16": 1e-2, "int8": 1e-1, "fp8": 1e-1, "int4": 1e-1}
 REL_FLOOR_SCALE = 1.0  # the floor is the output's largest magnitude (see the module docstring)
 REL_FLOOR_ABS = 1e-6
 
@@ -231,6 +233,12 @@ class ValidationResult:
         body = _finite({k: v for k, v in asdict(self).items() if k != "outputs"})
         body["outputs"] = [o.to_dict() for o in self.outputs]
         return body
+
+
+def allowed_precisions(spec: BuildSpec, toolchain: str) -> tuple[str, ...]:
+    """The reduced precisions the builder could use: the spec's flags, plus tf32 where TensorRT may use it."""
+    tf32 = ("tf32",) if toolchain == "tensorrt" and spec.tf32 else ()
+    return (*spec.precision, *tf32)
 
 
 def tolerance_for(precision: tuple[str, ...] | list[str]) -> float:

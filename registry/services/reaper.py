@@ -24,7 +24,7 @@ class ReapReport:
     republished: list[str]
 
 
-def reap(db: Database, settings: Settings, stale_queued_s: float = 30.0) -> ReapReport:
+def reap(db: Database, settings: Settings) -> ReapReport:
     report = ReapReport([], [], [])
     now = utcnow()
     with db.session() as s:
@@ -33,7 +33,7 @@ def reap(db: Database, settings: Settings, stale_queued_s: float = 30.0) -> Reap
             _expire(s, b, report)
         workers = fleet.live_workers(s, settings.worker_live_s)
         idle_queues = {q for w in workers if w.current_build is None for q in w.queues}
-        stale = now - timedelta(seconds=stale_queued_s)
+        stale = now - timedelta(seconds=settings.requeue_stale_s)
         for b in s.scalars(select(Build).where(Build.status == "queued")).all():
             b.waiting_reason = fleet.waiting_reason(b.queue, workers)
             if b.queue in idle_queues and (b.enqueued_at or b.created_at) < stale and not _pending(s, b.id):

@@ -4,11 +4,11 @@
    profile's opt/min/max shapes) and its latency.
 2. Our own check on the FETCHED file: SDK fetch for this host's runtime (sha256 verified), the plan
    header's version, then the TensorRT runner's `run` at a batch that is none of min/opt/max, against
-   ONNX Runtime. Error = the farm's relative error (workers.validation.errors: |a-r| / max(|r|,
-   1e-3 max|r|)); tolerance FP32 1e-3, FP16 1e-2.
+   ONNX Runtime. Error = the farm's relative error (workers.validation.errors: |a-r| / max|r|);
+   tolerance FP32 1e-3, FP16 1e-2.
 
 "FP32" here is real FP32: tf32=false. TensorRT's default (TF32 allowed) is built too and recorded, with
-the farm's 1e-3 verdict on it, but not held to the FP32 tolerance (TF32 keeps 10 mantissa bits).
+the farm's verdict on it (TF32 keeps FP16's 10 mantissa bits, so the farm holds it to 1e-2).
 """
 
 from __future__ import annotations
@@ -90,4 +90,4 @@ def test_fp32_with_tensorrt_default_tf32_is_recorded(farm, builds: dict, medium_
     figures = support.error_figures(support.ort_reference(medium_model, {"input": x}),
                                     support.run_engine(path, {"input": x}, tmp_path))
     results.record(SECTION, "medium-fp32_tf32", {**summary, "own_check": figures,
-                                                 "note": "tf32 allowed (TensorRT default); farm tolerance 1e-3"})
+                                                 "note": "tf32 allowed (TensorRT default); farm tolerance 1e-2"})

@@ -114,12 +114,19 @@ class Postgres:
                 with _admin() as conn:
                     conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
                 break
-            except psycopg.errors.ObjectInUse:  # someone is looking at the template (the migrations test)
+            except psycopg.errors.ObjectInUse:  # autovacuum or a stray connection is on the template
+                self._disconnect_everyone_from_template()
                 time.sleep(0.2 * (attempt + 1))
         else:
             raise RuntimeError(f"could not clone {self.template}: it stays in use")
         self.created.append(name)
         return sqlalchemy_url(name)
+
+    def _disconnect_everyone_from_template(self) -> None:
+        """The template belongs to this test session alone, so nobody has business being connected to it."""
+        with _admin() as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                         (self.template,))
 
     def drop(self, url: str) -> None:
         name = url.rsplit("/", 1)[-1]

@@ -151,6 +151,18 @@ def test_reaper_republishes_stale_queued_build_for_idle_worker(farm):
         assert s.get(Build, info.id).waiting_reason is None
 
 
+def test_requeue_stale_s_sets_how_long_a_queued_build_may_wait(farm):
+    settings, db, model = farm
+    info, _ = _submit(settings, db, model)
+    with db.session() as s:
+        fleet.heartbeat(s, name="w", hostname="h", toolchains=[], devices=[], queues=[info.queue])
+        s.execute(update(Outbox).values(published_at=utcnow()))
+        s.execute(update(Build).values(enqueued_at=utcnow() - timedelta(seconds=120)))
+    patient = settings.model_copy(update={"requeue_stale_s": 600.0})
+    assert reaper.reap(db, patient).republished == []  # 120 s < 600 s: still fresh
+    assert reaper.reap(db, settings).republished == [info.id]  # 120 s > the default 30 s
+
+
 def test_timing_cache_compare_and_swap(farm):
     _, db, _ = farm
     part = timing_caches.partition_key(version="8.6.0", cc="sm_90", sku="h100-80gb-hbm3", spec={"precision": ["fp16"]})

@@ -657,6 +657,15 @@ def test_dynamic_inputs_without_a_profile_say_how_to_give_one():
     assert "--shape NAME:MIN,OPT,MAX" in error.hint and "--shape x:1x3x1x1,4x3x4x4,8x3x8x8" in error.hint
 
 
+def test_a_shape_tensor_without_a_profile_asks_for_its_values():
+    inputs = network_with(None, ("data", (3, 1)), ("shape", (2,)))
+    inputs["shape"]["shape_tensor"] = True
+    error = error_of(runner.validate_profiles, canonical(), inputs)
+    assert error.code == "invalid_input"
+    assert "shape: a shape tensor of 2 values" in error.message and "data" not in error.message
+    assert "range of its values" in error.hint and "--shape shape:1x1,4x4,8x8" in error.hint
+
+
 def test_a_profile_naming_an_unknown_input_lists_the_real_ones():
     inputs = network_with(None, ("images", (-1, 3, 224, 224)))
     error = error_of(runner.validate_profiles, canonical(profiles=[{"image": "1x3x224x224"}]), inputs)

@@ -18,6 +18,7 @@ from workers.validation import (
     input_specs,
     random_inputs,
     reference_outputs,
+    allowed_precisions,
     tolerance_for,
     validation_shapes,
 )
@@ -182,10 +183,21 @@ def test_reference_outputs_with_external_data(tmp_path):
 
 @pytest.mark.parametrize("precision, tol", [
     ((), 1e-3), (("fp16",), 1e-2), (("bf16",), 1e-2), (("int8",), 1e-1), (("fp8",), 1e-1),
-    (("int4",), 1e-1), (("fp16", "int8"), 1e-1),
+    (("int4",), 1e-1), (("fp16", "int8"), 1e-1), (("tf32",), 1e-2),
 ])
 def test_tolerance_by_precision(precision, tol):
     assert tolerance_for(precision) == tol
+
+
+@pytest.mark.parametrize("toolchain, fields, allowed", [
+    ("tensorrt", {}, ("tf32",)),  # TensorRT's default: FP32 layers may run in TF32
+    ("tensorrt", {"tf32": False}, ()),
+    ("tensorrt", {"precision": ["fp16"]}, ("fp16", "tf32")),
+    ("onnxruntime", {}, ()),  # the CPU never uses TF32
+    ("onnxruntime", {"precision": ["fp16"]}, ("fp16",)),
+])
+def test_allowed_precisions_count_tf32_only_for_tensorrt(toolchain, fields, allowed):
+    assert allowed_precisions(parse_spec(fields), toolchain) == allowed
 
 
 def test_compare_identical():

@@ -356,15 +356,27 @@ def shape_text(shape) -> str:
 def validate_profiles(spec: dict, inputs: dict) -> None:
     dynamic = {n: i["shape"] for n, i in inputs.items() if any(d < 0 for d in i["shape"]) or i["shape_tensor"]}
     if dynamic and not spec["profiles"]:
-        listed = ", ".join(f"{n} {shape_text(s)}" for n, s in dynamic.items())
+        listed = ", ".join(describe_input(n, inputs[n]) for n in dynamic)
         raise RunnerError("invalid_input",
                           f"the model has dynamic inputs ({listed}) and the spec gives no optimization profile",
-                          hint=shape_hint(*next(iter(dynamic.items()))))
+                          hint=profile_hint(*next(iter(dynamic.items())), inputs[next(iter(dynamic))]["shape_tensor"]))
     for k, profile in enumerate(spec["profiles"]):
         validate_profile(k, profile, inputs, dynamic)
 
 
-def shape_hint(name: str, shape: list) -> str:
+def describe_input(name: str, info: dict) -> str:
+    if info["shape_tensor"]:
+        return f"{name}: a shape tensor of {shape_text(info['shape'])} values"
+    return f"{name} {shape_text(info['shape'])}"
+
+
+def profile_hint(name: str, shape: list, shape_tensor: bool) -> str:
+    if shape_tensor:
+        count = shape[0] if len(shape) == 1 and shape[0] > 0 else 1
+        example = ",".join("x".join([str(v)] * count) for v in (1, 4, 8))
+        return (f"{name} is a shape tensor: TensorRT needs the range of its values, not of its shape; give them "
+                f"with --shape {name}:MIN,OPT,MAX, each the tensor's {shape_text(shape)} values "
+                f"(e.g. --shape {name}:{example})")
     fill = [shape_text(shape).replace("?", str(n)) for n in (1, 4, 8)]
     return (f"give every dynamic input a shape range with --shape NAME:MIN,OPT,MAX, each a full shape with "
             f"every ? filled in (one shape alone means min = opt = max), e.g. for {name} {shape_text(shape)}: "

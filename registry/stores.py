@@ -1,0 +1,25 @@
+"""The database and blob store of one farm process (API or worker), built from its settings on first use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from registry.blobs import open_blob_store
+from registry.blobs.base import BlobStore
+from registry.db.session import Database
+from registry.settings import Settings
+
+
+@dataclass
+class FarmStores:
+    settings: Settings
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings.resolved_database_url())
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        s = self.settings
+        return open_blob_store(s.resolved_blob_url(), s3_endpoint_url=s.s3_endpoint_url, s3_region=s.s3_region)
