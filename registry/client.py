@@ -3,6 +3,7 @@
     farm = Farm("http://farm:8000", token="...")
     build = farm.submit("model.onnx", "tensorrt==8.6.0@h100-80gb-hbm3", {"precision": ["fp16"]})
     plan = farm.fetch("model.onnx")               # detects this host's runtime, downloads, verifies
+                                                  # (cached as …/sha256/<ab>/<hex>.plan or .ort)
     plan = farm.fetch("model.onnx")               # a local hit: no network at all
 
 Imports only httpx, pydantic and the stdlib-only parts of `registry`; `onnx` is used when installed to
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -39,6 +41,7 @@ from registry.schemas import BuildInfo, BuildList, BuildRequest, EngineInfo, Eng
 from registry.spec import BuildSpec, parse_spec
 
 MAX_REDIRECTS = 5
+SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")  # an engine file's suffix that may name a cached file
 SpecLike = BuildSpec | Mapping[str, Any] | None
 Progress = Callable[[BuildInfo], Any]
 
@@ -293,7 +296,7 @@ class Farm:
             engine = self._resolve_or_build(model, mid, rt, spec, build_if_missing, target, wait_timeout, progress).engine
             self._ensure_blob(engine, verify_cached)
             self._index_write(question, engine)
-        blob = self.blob_path(engine.digest)
+        blob = self.engine_path(engine)
         return blob if dest is None else _copy_out(blob, Path(dest), Path(engine.filename).name or blob.name)
 
     def _resolve_or_build(
@@ -311,22 +314,28 @@ class Farm:
         self.submit(mid, target or rt.target(), spec, wait=True, timeout=wait_timeout, progress=progress)
         return self.resolve(mid, rt, spec)
 
-    def blob_path(self, digest: str) -> Path:
-        """Where the cache keeps a blob: cache_dir/engines/sha256/<ab>/<hex>."""
+    def blob_path(self, digest: str, suffix: str = "") -> Path:
+        """Where the cache keeps a blob: cache_dir/engines/sha256/<ab>/<hex><suffix>."""
         if not is_digest(digest):
             raise DigestMismatch(f"the farm sent {digest!r} as a digest; expected sha256:<64 hex>")
         hexdigest = digest.removeprefix("sha256:")
-        return self.cache_dir / "engines" / "sha256" / hexdigest[:2] / hexdigest
+        return self.cache_dir / "engines" / "sha256" / hexdigest[:2] / f"{hexdigest}{suffix}"
+
+    def engine_path(self, engine: EngineInfo) -> Path:
+        """Where the cache keeps an engine: its blob path with the engine file's suffix (.plan, .ort), so that
+        runtimes which go by the suffix (ONNX Runtime's ORT format) load it as it is."""
+        suffix = Path(engine.filename).suffix
+        return self.blob_path(engine.digest, suffix if SAFE_SUFFIX.fullmatch(suffix) else "")
 
     def _ensure_blob(self, engine: EngineInfo, verify: bool) -> Path:
-        path = self.blob_path(engine.digest)
+        path = self.engine_path(engine)
         if _cached_ok(path, engine.digest, engine.size, verify):
             return path
         return self.download(engine, path)
 
     def download(self, engine: EngineInfo, path: Path | None = None) -> Path:
         """Stream an engine into the cache, verify sha256 and size, atomically rename; nothing left on failure."""
-        path = path or self.blob_path(engine.digest)
+        path = path or self.engine_path(engine)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
         try:
@@ -387,7 +396,7 @@ class Farm:
     def _index_hit(self, question: dict[str, Any], verify: bool) -> EngineInfo | None:
         try:
             engine = EngineInfo.model_validate_json(self._index_path(question).read_bytes())
-            path = self.blob_path(engine.digest)
+            path = self.engine_path(engine)
         except (OSError, ValueError, FarmError):
             return None
         return engine if _cached_ok(path, engine.digest, engine.size, verify) else None
@@ -409,7 +418,7 @@ class Farm:
         """The engine a previous fetch of this question stored, if still cached (no network)."""
         question = self._question(self._model_ref(model, upload=False), self.runtime(runtime), spec)
         engine = self._index_hit(question, verify=False)
-        return None if engine is None else self.blob_path(engine.digest)
+        return None if engine is None else self.engine_path(engine)
 
 
 # ------------------------------------------------------------------------------------ helpers

@@ -57,9 +57,7 @@ def run_demo(url: str, workdir: Path, say: Callable[[str], None]) -> bool:
     engine_path = farm.fetch(build.model, runtime="auto", spec=spec)
     say(f"demo: fetched {engine_path} through the SDK (sha256 verified)")
     x = np.random.default_rng(1).standard_normal((4, 3, 32, 32)).astype("float32")
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.load_model_format", "ORT")  # the cache names files by digest, not .ort
-    ours = ort.InferenceSession(str(engine_path), opts, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    ours = ort.InferenceSession(str(engine_path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     ref = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     err = float(np.max(np.abs(ours - ref)))
     engine = farm.engine(build.engine_id)

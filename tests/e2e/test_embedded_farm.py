@@ -43,9 +43,10 @@ def test_readme_main_command_builds_fetches_and_runs_a_model(tmp_path):
     for said in ("demo: workers up:", "demo: made a convnet", "succeeded", "through the SDK (sha256 verified)",
                  "max abs error vs the original model", "validation passed=True"):
         assert said in out, (said, out)
-    # the engine it reports is in the SDK cache the demo used, named by its digest
+    # the engine it reports is in the SDK cache the demo used, named by its digest and the engine's suffix
     cached = [p for p in (home / "client-cache" / "engines" / "sha256").rglob("*") if p.is_file()]
-    assert len(cached) == 1 and hashlib.sha256(cached[0].read_bytes()).hexdigest() == cached[0].name
+    assert len(cached) == 1 and cached[0].suffix == ".ort"
+    assert hashlib.sha256(cached[0].read_bytes()).hexdigest() == cached[0].stem
     # and nothing keeps running: the farm stopped its workers on the way out
     deadline = time.monotonic() + 20
     while processes_with_env("TRTFARM_HOME", str(home)) and time.monotonic() < deadline:
@@ -152,7 +153,7 @@ def test_fetch_to_a_file_matches_the_engine_digest(submitted, user):
     assert Path(result["path"]).resolve() == out.resolve()
     assert "sha256:" + hashlib.sha256(out.read_bytes()).hexdigest() == engine["digest"]
     cache = Path(result["cache_path"])
-    assert cache.is_file() and cache != out and cache.name == engine["digest"].removeprefix("sha256:")
+    assert cache.is_file() and cache != out and cache.name == engine["digest"].removeprefix("sha256:") + ".ort"
     assert cache.is_relative_to(Path(user["env"]["TRTFARM_CACHE"]))
     # plain output: just the path, on one line
     plain = cli("fetch", str(user["model"]), "-o", "again.ort", env=user["env"], cwd=user["cwd"])
@@ -248,9 +249,8 @@ def test_sdk_fetch_is_cached_and_works_with_the_farm_stopped(tmp_path):
     assert second == first
     assert "sha256:" + hashlib.sha256(first.read_bytes()).hexdigest() == engine.digest
 
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.load_model_format", "ORT")  # the cache names files by digest
-    engine_session = ort.InferenceSession(str(second), opts, providers=["CPUExecutionProvider"])
+    assert second.suffix == ".ort"  # the cache keeps the engine's suffix: ONNX Runtime loads it as it is
+    engine_session = ort.InferenceSession(str(second), providers=["CPUExecutionProvider"])
     original = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(7)
     for batch in (1, 4, 8):  # min, opt and max of the profile

@@ -77,7 +77,7 @@ def test_submit_build_registry_fetch(farm: RunningFarm, ort_runtime: str, tmp_pa
 
     # fetch: downloaded through the presigned URL, verified, content-addressed in the SDK cache
     path = sdk.fetch(model, ort_runtime, batch_profile())
-    assert path == sdk.cache_dir / "engines" / "sha256" / engine.digest[7:9] / engine.digest[7:]
+    assert path == sdk.cache_dir / "engines" / "sha256" / engine.digest[7:9] / f"{engine.digest[7:]}.ort"
     assert sha256(path.read_bytes()) == engine.digest
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".part")]
 
@@ -85,9 +85,7 @@ def test_submit_build_registry_fetch(farm: RunningFarm, ort_runtime: str, tmp_pa
     import onnxruntime as ort
 
     x = np.random.default_rng(0).standard_normal((3, 3, 16, 16)).astype(np.float32)
-    opts = ort.SessionOptions()
-    opts.add_session_config_entry("session.load_model_format", "ORT")  # the cache names files by digest
-    got = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # .ort: by its suffix
     want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 

@@ -105,7 +105,7 @@ def push(url: str, cases: list[Case], cache_dir: Path, *, timeout: float = 600, 
             return
         feeds, expected = data[case.id]
         try:
-            actual = run_model(path, feeds, ort_format=True)
+            actual = run_model(path, feeds)
         except Exception as exc:  # noqa: BLE001 - ORT's own exception types
             out.status, out.message = RUN_FAILED, " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
             return

@@ -117,16 +117,13 @@ def checker_error(case: Case) -> str | None:
     return None
 
 
-def run_model(path: Path, feeds: dict[str, Any], *, ort_format: bool = False) -> list[Any]:
-    """Run a model (or a fetched ORT-format engine) with ONNX Runtime on CPU; outputs in graph order."""
+def run_model(path: Path, feeds: dict[str, Any]) -> list[Any]:
+    """Run a model (or a fetched *.ort engine) with ONNX Runtime on CPU; outputs in graph order."""
     import onnxruntime as ort
 
     ort.set_default_logger_severity(4)  # the failures are reported by their exceptions; no stderr noise
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
-    if ort_format:
-        # the SDK's cache names files by digest, not *.ort: say what the file is
-        opts.add_session_config_entry("session.load_model_format", "ORT")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
 

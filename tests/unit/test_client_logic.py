@@ -17,7 +17,7 @@ from registry.digests import ModelFile, digest_of_bytes, model_id
 from registry.errors import DigestMismatch, InvalidInput, InvalidModel, RemoteError, ToolchainError
 from registry.keys import spec_family
 from registry.runtime import RuntimeSpec
-from registry.schemas import BuildInfo
+from registry.schemas import BuildInfo, EngineInfo
 from registry.spec import BuildSpec
 
 URL = "http://farm.test:8000"
@@ -303,7 +303,7 @@ def test_fetch_downloads_verifies_and_caches(tmp_path: Path) -> None:
     farm, fake = make_farm(tmp_path, artifact_routes())
     path = farm.fetch(MODEL, H100)
     hexdigest = hashlib.sha256(PLAN).hexdigest()
-    assert path == tmp_path / "cache" / "engines" / "sha256" / hexdigest[:2] / hexdigest
+    assert path == tmp_path / "cache" / "engines" / "sha256" / hexdigest[:2] / f"{hexdigest}.plan"
     assert path.read_bytes() == PLAN
     assert not os.access(path, os.W_OK) or os.geteuid() == 0  # read-only (root can write anyway)
     assert fake.paths() == ["GET /v1/engines/resolve", "GET /v1/engines/eng-1/artifact"]
@@ -469,3 +469,15 @@ def test_a_path_that_is_not_onnx_is_invalid_model(tmp_path: Path) -> None:
     with pytest.raises(InvalidModel, match="not a readable ONNX model"):
         farm.fetch(onnx_path, H100)
     assert fake.requests == []
+
+
+@pytest.mark.parametrize("filename, name_ends", [
+    ("model.plan", ".plan"), ("model.ort", ".ort"), ("model", ""),
+    ("x.pl/an", ""), ("evil.$(rm)", ""), ("model.plan.with-a-very-long-suffix", ""),
+])
+def test_the_cache_keeps_a_safe_engine_suffix(tmp_path: Path, filename: str, name_ends: str) -> None:
+    farm, _ = make_farm(tmp_path, {})
+    engine = EngineInfo.model_validate(engine_json(filename=filename))
+    path = farm.engine_path(engine)
+    assert path.name == engine.digest.removeprefix("sha256:") + name_ends
+    assert path.parent == farm.cache_dir / "engines" / "sha256" / engine.digest[7:9]
