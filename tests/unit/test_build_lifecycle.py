@@ -137,13 +137,20 @@ def test_reaper_requeues_then_fails_after_max_attempts(farm):
     assert row.error_code == "lease_expired" and "attempt 2 of 2" in row.error_message
 
 
-def test_reaper_republishes_stale_queued_build_for_idle_worker(farm):
+def _queued_for(farm, seconds: float):
+    """A queued build whose message went out `seconds` ago, with an idle worker on its queue."""
     settings, db, model = farm
     info, _ = _submit(settings, db, model)
     with db.session() as s:
         fleet.heartbeat(s, name="w", hostname="h", toolchains=[], devices=[], queues=[info.queue])
         s.execute(update(Outbox).values(published_at=utcnow()))
-        s.execute(update(Build).values(enqueued_at=utcnow() - timedelta(seconds=120)))
+        s.execute(update(Build).values(enqueued_at=utcnow() - timedelta(seconds=seconds)))
+    return info
+
+
+def test_reaper_republishes_stale_queued_build_for_idle_worker(farm):
+    settings, db, _ = farm
+    info = _queued_for(farm, 120)
     report = reaper.reap(db, settings)
     assert report.republished == [info.id]
     assert reaper.reap(db, settings).republished == []  # an unpublished row is pending: no second copy
@@ -152,12 +159,8 @@ def test_reaper_republishes_stale_queued_build_for_idle_worker(farm):
 
 
 def test_requeue_stale_s_sets_how_long_a_queued_build_may_wait(farm):
-    settings, db, model = farm
-    info, _ = _submit(settings, db, model)
-    with db.session() as s:
-        fleet.heartbeat(s, name="w", hostname="h", toolchains=[], devices=[], queues=[info.queue])
-        s.execute(update(Outbox).values(published_at=utcnow()))
-        s.execute(update(Build).values(enqueued_at=utcnow() - timedelta(seconds=120)))
+    settings, db, _ = farm
+    info = _queued_for(farm, 120)
     patient = settings.model_copy(update={"requeue_stale_s": 600.0})
     assert reaper.reap(db, patient).republished == []  # 120 s < 600 s: still fresh
     assert reaper.reap(db, settings).republished == [info.id]  # 120 s > the default 30 s
