@@ -38,7 +38,7 @@ from registry.errors import (
 from registry.keys import canonical_json, sha256_hex, spec_family
 from registry.runtime import RuntimeSpec, as_runtime
 from registry.schemas import BuildInfo, BuildList, BuildRequest, EngineInfo, EngineList, ModelInfo, Resolution, WorkerInfo
-from registry.spec import BuildSpec, parse_spec
+from registry.spec import BuildSpec, parse_spec, shape_text
 
 MAX_REDIRECTS = 5
 SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")  # an engine file's suffix that may name a cached file
@@ -336,23 +336,14 @@ class Farm:
     def download(self, engine: EngineInfo, path: Path | None = None) -> Path:
         """Stream an engine into the cache, verify sha256 and size, atomically rename; nothing left on failure."""
         path = path or self.engine_path(engine)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-        try:
-            with os.fdopen(fd, "wb") as out, self._artifact(engine.id) as response:
-                digest, size = _copy_hashing(response.iter_bytes(CHUNK), out, limit=engine.size)
+        with _atomic_file(path, "wb", read_only=True) as out, self._artifact(engine.id) as response:
+            digest, size = _copy_hashing(response.iter_bytes(CHUNK), out, limit=engine.size)
             if digest != engine.digest or size != engine.size:
                 raise DigestMismatch(
                     f"engine {engine.id}: downloaded {size} bytes hashing to {digest}; the farm says {engine.size} bytes, "
                     f"{engine.digest}. Nothing was kept; try again, and report it if it repeats",
                     details={"engine": engine.id, "expected": engine.digest, "got": digest, "size": size},
                 )
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, path)
-        except BaseException:
-            with suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
         return path
 
     @contextmanager
@@ -402,17 +393,8 @@ class Farm:
         return engine if _cached_ok(path, engine.digest, engine.size, verify) else None
 
     def _index_write(self, question: dict[str, Any], engine: EngineInfo) -> None:
-        path = self._index_path(question)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(engine.model_dump_json())
-            os.replace(tmp, path)
-        except BaseException:
-            with suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with _atomic_file(self._index_path(question), "w") as f:
+            f.write(engine.model_dump_json())
 
     def cached(self, model: str | os.PathLike[str], runtime: str | RuntimeSpec | Any = "auto", spec: SpecLike = None) -> Path | None:
         """The engine a previous fetch of this question stored, if still cached (no network)."""
@@ -479,7 +461,7 @@ def resolve_query(model: str, runtime: RuntimeSpec, spec: SpecLike = None,
     if (family := family_of(spec)) is not None:
         params["spec_family"] = family
     if shapes:
-        params["shape"] = [f"{name}:{'x'.join(str(int(d)) for d in dims)}" for name, dims in shapes.items()]
+        params["shape"] = [f"{name}:{shape_text(dims)}" for name, dims in shapes.items()]
     return params
 
 
@@ -601,17 +583,27 @@ def _copy_out(blob: Path, dest: Path, filename: str) -> Path:
     """Copy a cached engine to `dest` (a file path, or a folder to put it in as `filename`); atomic; writable."""
     if dest.is_dir():
         dest = dest / filename
+    with _atomic_file(dest, "wb") as out, open(blob, "rb") as src:
+        shutil.copyfileobj(src, out, CHUNK)
+    return dest
+
+
+@contextmanager
+def _atomic_file(dest: Path, mode: str, *, read_only: bool = False) -> Iterator[Any]:
+    """Write `dest` through a temp file beside it, renamed into place only when the block succeeds;
+    on any failure the temp file is removed and `dest` is untouched."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
     try:
-        with os.fdopen(fd, "wb") as out, open(blob, "rb") as src:
-            shutil.copyfileobj(src, out, CHUNK)
+        with os.fdopen(fd, mode) as f:
+            yield f
+        if read_only:
+            os.chmod(tmp, 0o444)
         os.replace(tmp, dest)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return dest
 
 
 __all__ = ["BuildCancelled", "BuildTimeout", "Farm", "RuntimeSpec", "Unreachable", "raise_for_error"]

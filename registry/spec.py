@@ -7,6 +7,7 @@ installed TensorRT actually has is decided by the runner, by feature detection.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,6 +33,16 @@ COMPAT_OPTIONS = ("hardware_compatibility", "version_compatible", "exclude_lean_
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def shape_text(dims: Sequence[int]) -> str:
+    """(1, 3, 224, 224) -> '1x3x224x224', the farm's way of writing a shape (CLI, API, messages)."""
+    return "x".join(str(int(d)) for d in dims)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1x3x224x224' -> (1, 3, 224, 224); ValueError when a dimension is not an integer."""
+    return tuple(int(d) for d in text.lower().split("x"))
 
 
 class ShapeRange(_Frozen):
@@ -63,7 +74,7 @@ class ShapeRange(_Frozen):
         if len(parts) != 3:
             raise InvalidSpec(f"shape range {text!r}: give MIN,OPT,MAX like 1x3x224x224,8x3x224x224,32x3x224x224")
         try:
-            dims = [tuple(int(d) for d in p.lower().split("x")) for p in parts]
+            dims = [parse_shape(p) for p in parts]
         except ValueError:
             raise InvalidSpec(f"shape range {text!r}: dimensions must be integers separated by 'x'") from None
         return _validated(cls, {"min": dims[0], "opt": dims[1], "max": dims[2]}, where="shape")

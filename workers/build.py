@@ -21,7 +21,7 @@ from registry.errors import InvalidInput
 from registry.planheader import NotAPlan, read_plan_file_header
 from registry.services import builds
 from registry.services.models import model_files
-from registry.spec import BuildSpec, parse_spec
+from registry.spec import BuildSpec, parse_spec, shape_text
 from workers import runner, timing_sync, validation
 from workers.context import WorkerContext
 from workers.runner import BuildLog, Cancelled, RunnerFailed
@@ -214,7 +214,7 @@ def _num(value: float | None) -> str:
 
 
 def _shapes_text(shapes: dict) -> str:
-    return ", ".join(f"{n}={'x'.join(map(str, s))}" for n, s in shapes.items())
+    return ", ".join(f"{n}={shape_text(s)}" for n, s in shapes.items())
 
 
 def _profile_index(spec: BuildSpec, shapes: dict) -> int:

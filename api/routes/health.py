@@ -6,9 +6,8 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select, text
 
-from registry.db.tables import Build, Engine
-
 from api.deps import Farm, farm
+from registry.db.tables import Build, Engine
 from registry.schemas import WorkerInfo
 from registry.services import fleet
 

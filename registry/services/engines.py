@@ -10,7 +10,7 @@ from registry.db.tables import Engine
 from registry.errors import EngineNotFound, InvalidInput
 from registry.schemas import EngineInfo, Resolution
 from registry.services.models import get_model
-from registry.spec import BuildSpec, parse_spec
+from registry.spec import BuildSpec, parse_shape, parse_spec, shape_text
 
 
 def get_engine(session: Session, engine_id: str) -> Engine:
@@ -63,7 +63,7 @@ def _holding(rows: dict[str, Engine], shapes: dict[str, tuple[int, ...]], inputs
         raise InvalidInput(f"the model has no input {', '.join(unknown)}; its inputs: {', '.join(known)}")
     held = {i: r for i, r in rows.items() if _engine_holds(parse_spec(r.spec), shapes, known)}
     if rows and not held:
-        wanted = ", ".join(f"{n}={'x'.join(map(str, s))}" for n, s in shapes.items())
+        wanted = ", ".join(f"{n}={shape_text(s)}" for n, s in shapes.items())
         ranges = sorted({_profiles_text(parse_spec(r.spec)) for r in rows.values()})
         raise InvalidInput(f"shape {wanted} is outside every profile of this model's engines ({'; '.join(ranges)}); "
                            "build one with a profile that holds it (--shape NAME:MIN,OPT,MAX)")
@@ -79,7 +79,7 @@ def _engine_holds(spec: BuildSpec, shapes: dict[str, tuple[int, ...]], known: di
 def _profiles_text(spec: BuildSpec) -> str:
     if not spec.profiles:
         return "static shapes"
-    return " | ".join(", ".join(f"{n}: {'x'.join(map(str, r.min))}..{'x'.join(map(str, r.max))}" for n, r in p.items())
+    return " | ".join(", ".join(f"{n}: {shape_text(r.min)}..{shape_text(r.max)}" for n, r in p.items())
                       for p in spec.profiles)
 
 
@@ -89,7 +89,7 @@ def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
     for item in items:
         name, sep, dims = item.rpartition(":")
         try:
-            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
+            shapes[name] = parse_shape(dims)
         except ValueError:
             name = ""
         if not sep or not name:

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.embedded import EmbeddedFarm, cli, free_port, processes_with_env, user_env
+from tests.e2e.embedded import EmbeddedFarm, cli, processes_with_env, user_env
 from tests.models import convnet
+from tests.net import free_port
 
 pytest.importorskip("onnxruntime")
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TACTICS = ["edge_mask_convolutions", "jit_convolutions"]  # the kit's cuBLAS/cuDNN are stubs
@@ -164,12 +165,6 @@ def plan_header_version(path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the farm
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class EmbeddedFarm:

@@ -34,6 +34,7 @@ import psycopg
 import pytest
 import redis as redis_lib
 
+from tests.net import free_port
 from tests.s3server import AWS_TEST_ENV, AWS_TEST_UNSET, start_moto_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,12 +49,6 @@ START_TIMEOUT_S = 90.0
 
 def xdist_worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sqlalchemy_url(dbname: str) -> str:
@@ -237,6 +232,21 @@ def s3() -> Iterator[S3]:
 # ------------------------------------------------------------------------------------------- farms
 
 
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _descendants(pid: int) -> list[int]:
     """Every live descendant of `pid` (Linux /proc), including ones in other sessions (toolchain runners)."""
     children: dict[int, list[int]] = {}
@@ -275,36 +285,22 @@ class Proc:
         if not self.alive:
             return
         victims = _descendants(self.popen.pid)
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _signal_group(self.popen.pid, signal.SIGKILL)
+        _kill_all(victims)
         self.popen.wait(timeout=10)
 
     def stop(self, grace: float = 5.0) -> None:
         if not self.alive:
             return
         victims = _descendants(self.popen.pid)
-        try:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        _signal_group(self.popen.pid, signal.SIGTERM)
         try:
             self.popen.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             pass
         if self.alive:
             self.kill()
-        for pid in victims:  # runners left behind by a warm shutdown
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill_all(victims)  # runners left behind by a warm shutdown
 
     def tail(self, chars: int = 6000) -> str:
         try:

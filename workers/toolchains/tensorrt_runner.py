@@ -357,9 +357,10 @@ def validate_profiles(spec: dict, inputs: dict) -> None:
     dynamic = {n: i["shape"] for n, i in inputs.items() if any(d < 0 for d in i["shape"]) or i["shape_tensor"]}
     if dynamic and not spec["profiles"]:
         listed = ", ".join(describe_input(n, inputs[n]) for n in dynamic)
+        first = next(iter(dynamic))
         raise RunnerError("invalid_input",
                           f"the model has dynamic inputs ({listed}) and the spec gives no optimization profile",
-                          hint=profile_hint(*next(iter(dynamic.items())), inputs[next(iter(dynamic))]["shape_tensor"]))
+                          hint=profile_hint(first, inputs[first]))
     for k, profile in enumerate(spec["profiles"]):
         validate_profile(k, profile, inputs, dynamic)
 
@@ -370,8 +371,9 @@ def describe_input(name: str, info: dict) -> str:
     return f"{name} {shape_text(info['shape'])}"
 
 
-def profile_hint(name: str, shape: list, shape_tensor: bool) -> str:
-    if shape_tensor:
+def profile_hint(name: str, info: dict) -> str:
+    shape = info["shape"]
+    if info["shape_tensor"]:
         count = shape[0] if len(shape) == 1 and shape[0] > 0 else 1
         example = ",".join("x".join([str(v)] * count) for v in (1, 4, 8))
         return (f"{name} is a shape tensor: TensorRT needs the range of its values, not of its shape; give them "
