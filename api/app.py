@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
-from api.deps import Farm
 from api.limits import BodySizeLimit
 from api.routes import builds, engines, health, models
 from registry import __version__
 from registry.settings import Settings, get_settings
+from registry.stores import FarmStores
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Build farm and registry for TensorRT (and ONNX Runtime) engines: upload an ONNX model once, "
                     "get the engine your runtime can load.",
     )
-    app.state.farm = Farm(settings)
+    app.state.stores = FarmStores(settings)
     errors.install(app)
     for module in (models, builds, engines, health):
         app.include_router(module.router)

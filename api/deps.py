@@ -1,19 +1,11 @@
-"""Per-app state (settings, database, blob store) and FastAPI dependencies to reach it."""
+"""FastAPI dependencies: the app's stores (settings, database, blob store), built once per app."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from fastapi import Request
-from sqlalchemy.orm import Session
 
-from registry.stores import FarmStores as Farm  # the app's state: settings, database, blob store
-
-
-def farm(request: Request) -> Farm:
-    return request.app.state.farm
+from registry.stores import FarmStores
 
 
-def session(request: Request) -> Iterator[Session]:
-    with farm(request).db.session() as s:
-        yield s
+def stores(request: Request) -> FarmStores:
+    return request.app.state.stores

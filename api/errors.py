@@ -10,7 +10,7 @@ from registry import errors as e
 
 STATUS: list[tuple[type[e.FarmError], int]] = [
     (e.TooLarge, 413),
-    (e.UnsupportedOption, 422),
+    (e.RangeNotSatisfiable, 416),
     (e.InvalidInput, 422),
     (e.NotFound, 404),
     (e.Conflict, 409),
@@ -27,13 +27,16 @@ def status_for(exc: e.FarmError) -> int:
     return 500
 
 
+def error_response(exc: e.FarmError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(exc.to_dict(), status_code=status_for(exc), headers=headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(e.FarmError)
     async def farm_error(_: Request, exc: e.FarmError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=status_for(exc))
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
-        return JSONResponse({"code": "invalid_request", "message": "; ".join(problems),
-                             "details": {"errors": problems}}, status_code=422)
+        return error_response(e.InvalidRequest("; ".join(problems), details={"errors": problems}))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from registry.errors import TooLarge
+
 
 class BodySizeLimit:
     """ASGI middleware: a request body over `limit` bytes is answered 413 as soon as it crosses it."""
@@ -33,8 +35,9 @@ class BodySizeLimit:
             await self._reject(send)
 
     async def _reject(self, send) -> None:  # noqa: ANN001
-        body = json.dumps({"code": "too_large", "message": f"the request body is over the {self.limit >> 20} MiB limit "
-                                                           "(TRTFARM_MAX_UPLOAD_MIB); split external data or raise the limit"})
+        error = TooLarge(f"the request body is over the {self.limit >> 20} MiB limit (TRTFARM_MAX_UPLOAD_MIB); "
+                         "split external data or raise the limit")
+        body = json.dumps(error.to_dict())
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body.encode()})

@@ -1,125 +1,65 @@
-"""`trtfarm`: the client commands (talk to TRTFARM_URL through the SDK) and the server commands
-(`up`, `api`, `worker`, `db upgrade`, which need the server/worker extras)."""
+"""`trtfarm`: the client commands (talk to TRTFARM_URL through the SDK), plus the server commands (`up`,
+`api`, `worker`, `dispatcher`, `db upgrade`) that the server code registers through the `trtfarm.commands`
+entry points (api/cli.py, workers/cli.py). Without the server extras those commands say what to install.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from registry.errors import FarmError
+from registry.errors import FarmError, InvalidSpec
+from registry.status import BuildStatus
 
+COMMANDS_GROUP = "trtfarm.commands"
 app = typer.Typer(help="trtfarm: build farm and registry for TensorRT / ONNX Runtime engines.", no_args_is_help=True)
-db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
 out = Console(soft_wrap=True)  # never hard-wrap: paths, logs and ids must survive pipes and copy-paste
-err = Console(stderr=True)
-DEFAULT_PORT = 8470
+err = Console(stderr=True, soft_wrap=True)
 
 
 def main() -> None:
+    add_server_commands(app)
     try:
         app()
     except FarmError as exc:
-        err.print(f"[red]error[/red] {exc}")
-        sys.exit(1)
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
+        raise SystemExit(1) from None
 
 
-# --- server commands --------------------------------------------------------------------------
-
-
-def _settings(**overrides: Any):  # noqa: ANN202
-    try:
-        from registry.settings import Settings
-    except ImportError:
-        err.print("this command needs the server extra: pip install 'trtfarm[all]'")
-        raise typer.Exit(2) from None
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
-
-
-@app.command()
-def up(
-    home: Optional[Path] = typer.Option(None, help="where the embedded farm keeps its database, blobs and broker"),
-    host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(DEFAULT_PORT),
-    gpus: str = typer.Option("auto", help="'auto' (one worker per GPU the TensorRT toolchain sees), 'none', or 0,1"),
-    workers: int = typer.Option(1, "--workers", min=1, help="CPU workers to start when there is no GPU worker "
-                                "(each builds one job at a time)"),
-    demo: bool = typer.Option(False, help="once up, build a real model, fetch it through the SDK and run it"),
-    exit_after_demo: bool = typer.Option(False, help="stop the farm after the demo (exit 0 if it passed)"),
-) -> None:
-    """Run the embedded farm: API + dispatcher + worker(s) on SQLite, a blob folder and a SQLite broker."""
-    from api.serve import run_embedded
-
-    settings = _settings(home=home)
-    gpu_list = _gpus(settings, gpus)
-    outcome: dict[str, bool] = {}
-    after = _demo_hook(settings, exit_after_demo, outcome) if demo else None
-    run_embedded(settings, host, port, gpus=gpu_list, announce=out.print, after_start=after, cpu_workers=workers)
-    if exit_after_demo and not outcome.get("ok"):
-        raise typer.Exit(1)
-
-
-def _gpus(settings, choice: str) -> list[int] | None:  # noqa: ANN001
-    if choice == "none":
-        return None
-    if choice != "auto":
-        return [int(g) for g in choice.split(",") if g.strip()]
-    interpreters = settings.toolchain_interpreters()
-    if "tensorrt" not in interpreters:
-        return None
-    from workers.runner import probe
-
-    return [d["index"] for d in probe("tensorrt", interpreters["tensorrt"]).devices] or None
-
-
-def _demo_hook(settings, exit_after: bool, outcome: dict):  # noqa: ANN001, ANN202
-    def hook(url: str) -> None:
-        from registry.demo import run_demo
-
+def add_server_commands(cli: typer.Typer) -> None:
+    """Register the commands the installed server packages offer (entry points `trtfarm.commands`: a
+    typer command function, or a typer app for a command group)."""
+    known = {c.name for c in cli.registered_commands} | {g.name for g in cli.registered_groups}
+    for ep in entry_points(group=COMMANDS_GROUP):
+        if ep.name in known:
+            continue
         try:
-            outcome["ok"] = run_demo(url, settings.home, out.print)
-        except Exception as exc:  # noqa: BLE001 - the demo reports, the farm stays up
-            out.print(f"[red]demo failed:[/red] {exc}")
-            outcome["ok"] = False
-        if exit_after:  # a graceful stop: the server returns, then the workers are stopped
-            os.kill(os.getpid(), signal.SIGINT)
-
-    return hook
-
-
-@app.command()
-def api(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(DEFAULT_PORT),
-        dispatcher: bool = typer.Option(True, help="also relay the outbox to the broker and run the reaper")) -> None:
-    """Run the API server (production: PostgreSQL, Redis, S3 from TRTFARM_* settings)."""
-    from api.serve import run_api
-
-    run_api(_settings(), host, port, dispatcher=dispatcher)
+            command = ep.load()
+        except ImportError as exc:
+            cli.command(ep.name, help="(needs the server extras)", add_help_option=False,
+                        context_settings={"allow_extra_args": True,
+                                          "ignore_unknown_options": True})(_missing(ep.name, exc))
+            continue
+        if isinstance(command, typer.Typer):
+            cli.add_typer(command, name=ep.name)
+        else:
+            cli.command(ep.name)(command)
 
 
-@app.command()
-def worker(gpu: Optional[int] = typer.Option(None, help="the GPU this worker owns (CUDA_VISIBLE_DEVICES)")) -> None:
-    """Run one worker: probes TRTFARM_TOOLCHAINS, serves the queues its devices can build for."""
-    from workers.main import run_worker
+def _missing(name: str, exc: ImportError) -> Any:
+    def command() -> None:
+        err.print(f"`trtfarm {name}` needs the server packages ({exc.name or exc} is not installed): "
+                  "pip install 'trtfarm[all]'", markup=False)
+        raise typer.Exit(2)
 
-    run_worker(_settings(gpu=gpu))
-
-
-@db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Create or migrate the database (TRTFARM_DATABASE_URL) to the newest schema."""
-    from registry.db.migrate import upgrade
-
-    settings = _settings()
-    upgrade(settings.resolved_database_url())
-    out.print(f"database at head: {settings.resolved_database_url()}")
+    return command
 
 
 # --- client commands --------------------------------------------------------------------------
@@ -140,9 +80,12 @@ def submit(
     model: str = typer.Argument(..., help="path to a .onnx (uploaded if the farm lacks it) or a model id"),
     target: str = typer.Option(..., "--target", "-t", help="kind==version@device; parts may be omitted"),
     precision: list[str] = typer.Option([], "--precision", help="fp16, bf16, fp8, int8, int4 (repeatable)"),
-    shape: list[str] = typer.Option([], "--shape", help="NAME:MIN,OPT,MAX e.g. input:1x3x224x224,8x3x224x224,32x3x224x224"),
-    optimization_level: Optional[int] = typer.Option(None, "--opt-level", help="TensorRT builder optimization level 0-5"),
-    hardware_compatibility: Optional[str] = typer.Option(None, "--hardware-compat", help="none, ampere_plus, same_compute_capability"),
+    shape: list[str] = typer.Option([], "--shape",
+                                    help="NAME:MIN,OPT,MAX e.g. input:1x3x224x224,8x3x224x224,32x3x224x224"),
+    optimization_level: Optional[int] = typer.Option(None, "--opt-level",
+                                                     help="TensorRT builder optimization level 0-5"),
+    hardware_compatibility: Optional[str] = typer.Option(None, "--hardware-compat",
+                                                         help="none, ampere_plus, same_compute_capability"),
     version_compatible: bool = typer.Option(False, "--version-compatible"),
     refit: Optional[str] = typer.Option(None, help="none, refit, refit_identical"),
     workspace_mib: Optional[int] = typer.Option(None, "--workspace-mib"),
@@ -164,7 +107,7 @@ def submit(
         _print_json(build.model_dump(mode="json"))
     else:
         _print_build(build)
-    if wait and build.status != "succeeded":
+    if wait and build.status != BuildStatus.SUCCEEDED:
         raise typer.Exit(1)
 
 
@@ -194,8 +137,6 @@ def _spec_from_flags(spec_json: str | None, **flags: Any) -> dict:
 
 def _json_spec(text: str | None) -> dict | None:
     """--spec: JSON text or @file holding a JSON object; a clear error otherwise."""
-    from registry.errors import InvalidSpec
-
     if not text:
         return None
     where = "--spec"
@@ -210,7 +151,8 @@ def _json_spec(text: str | None) -> dict | None:
     except ValueError as exc:
         raise InvalidSpec(f"{where} is not valid JSON ({exc}); e.g. --spec '{{\"precision\": [\"fp16\"]}}'") from None
     if not isinstance(spec, dict):
-        raise InvalidSpec(f"{where} must be a JSON object like {{\"precision\": [\"fp16\"]}}, not {type(spec).__name__}")
+        raise InvalidSpec(f"{where} must be a JSON object like {{\"precision\": [\"fp16\"]}}, "
+                          f"not {type(spec).__name__}")
     return spec
 
 
@@ -246,7 +188,8 @@ def _print_build(build) -> None:  # noqa: ANN001
 def fetch(
     model: str = typer.Argument(..., help="model id or a .onnx path (its id is computed locally)"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="also copy the engine here"),
-    runtime: str = typer.Option("auto", help="'auto' or e.g. tensorrt==8.6.0@h100-80gb-hbm3 / onnxruntime==1.23.2@x86_64-avx2"),
+    runtime: str = typer.Option("auto", help="'auto' or e.g. tensorrt==8.6.0@h100-80gb-hbm3 / "
+                                "onnxruntime==1.23.2@x86_64-avx2"),
     spec_json: Optional[str] = typer.Option(None, "--spec", help="only engines built with this spec (JSON)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:

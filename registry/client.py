@@ -7,7 +7,8 @@
     plan = farm.fetch("model.onnx")               # a local hit: no network at all
 
 Imports only httpx, pydantic and the stdlib-only parts of `registry`; `onnx` is used when installed to
-find a model's external-data files, and is never required.
+find a model's external-data files (registry.onnxinfo), and is never required. Errors the farm answers
+come back as their own classes (registry.errors): `except NoCompatibleEngine` works.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
@@ -25,41 +25,43 @@ from typing import Any
 
 import httpx
 
-from registry import __version__
-from registry.digests import CHUNK, ModelFile, digest_of_file, is_digest, model_id
+from registry import __version__, onnxinfo
+from registry.atomic import atomic_file
+from registry.compat import Runtime
+from registry.digests import CHUNK, ModelFile, canonical_json, digest_of_file, is_digest, model_id, sha256_hex
 from registry.errors import (
+    BuildCancelled,
+    BuildFailed,
+    BuildTimeout,
     DigestMismatch,
     FarmError,
     InvalidInput,
     InvalidModel,
+    ModelNotFound,
+    NoCompatibleEngine,
     RemoteError,
-    ToolchainError,
+    Unreachable,
+    error_for_code,
 )
-from registry.keys import canonical_json, sha256_hex, spec_family
-from registry.runtime import RuntimeSpec, as_runtime
-from registry.schemas import BuildInfo, BuildList, BuildRequest, EngineInfo, EngineList, ModelInfo, Resolution, WorkerInfo
+from registry.keys import spec_family
+from registry.runtime import as_runtime
+from registry.schemas import (
+    BuildInfo,
+    BuildList,
+    BuildRequest,
+    EngineInfo,
+    EngineList,
+    ModelInfo,
+    Resolution,
+    WorkerInfo,
+)
 from registry.spec import BuildSpec, parse_spec, shape_text
+from registry.status import BuildStatus
 
 MAX_REDIRECTS = 5
 SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")  # an engine file's suffix that may name a cached file
 SpecLike = BuildSpec | Mapping[str, Any] | None
 Progress = Callable[[BuildInfo], Any]
-
-
-class Unreachable(FarmError):
-    """The farm's URL did not answer (connection refused, DNS, TLS, timeout)."""
-
-    code = "unreachable"
-
-
-class BuildTimeout(FarmError):
-    """`submit(wait=True, timeout=...)` or `wait()` ran out of time; the build goes on at the farm."""
-
-    code = "build_timeout"
-
-
-class BuildCancelled(FarmError):
-    code = "build_cancelled"
 
 
 class Farm:
@@ -88,7 +90,7 @@ class Farm:
             headers["Authorization"] = f"Bearer {self.token}"
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
         self._bare: httpx.Client | None = None  # for other origins (presigned URLs): never carries the token
-        self._detected: RuntimeSpec | None = None  # 'auto', detected once per Farm
+        self._detected: Runtime | None = None  # 'auto', detected once per Farm
 
     # -------------------------------------------------------------------------------- plumbing
 
@@ -119,11 +121,13 @@ class Farm:
 
     # ---------------------------------------------------------------------------------- models
 
-    def model_files(self, path: str | os.PathLike[str], external_data: Sequence[os.PathLike[str] | str] | None = None) -> list[tuple[ModelFile, Path]]:
+    def model_files(self, path: str | os.PathLike[str],
+                    external_data: Sequence[os.PathLike[str] | str] | None = None) -> list[tuple[ModelFile, Path]]:
         """The model's files (the .onnx first) with their digests, as the server will see them."""
         return [(_model_file(rel, local), local) for rel, local in model_layout(Path(path), external_data)]
 
-    def model_id(self, path: str | os.PathLike[str], external_data: Sequence[os.PathLike[str] | str] | None = None) -> str:
+    def model_id(self, path: str | os.PathLike[str],
+                 external_data: Sequence[os.PathLike[str] | str] | None = None) -> str:
         """The id the farm gives this model (sha256 of the .onnx, or of the manifest with external data)."""
         return model_id(f for f, _ in self.model_files(path, external_data))
 
@@ -141,7 +145,8 @@ class Farm:
     def model(self, model: str) -> ModelInfo:
         return ModelInfo.model_validate(self._get(f"/v1/models/{model}"))
 
-    def upload(self, path: str | os.PathLike[str], external_data: Sequence[os.PathLike[str] | str] | None = None) -> ModelInfo:
+    def upload(self, path: str | os.PathLike[str],
+               external_data: Sequence[os.PathLike[str] | str] | None = None) -> ModelInfo:
         """Upload a model unless the farm has it already (HEAD first). Files are streamed from disk."""
         files = self.model_files(path, external_data)
         mid = model_id(f for f, _ in files)
@@ -149,7 +154,8 @@ class Farm:
             return self.model(mid)
         with ExitStack() as stack:
             parts = [
-                ("file" if i == 0 else "files", (f.path, stack.enter_context(open(local, "rb")), "application/octet-stream"))
+                ("file" if i == 0 else "files",
+                 (f.path, stack.enter_context(open(local, "rb")), "application/octet-stream"))
                 for i, (f, local) in enumerate(files)
             ]
             info = ModelInfo.model_validate(self._request("POST", "/v1/models", files=parts).json())
@@ -171,7 +177,7 @@ class Farm:
     def submit(
         self,
         model: str | os.PathLike[str],
-        target: str | RuntimeSpec,
+        target: str | Runtime,
         spec: SpecLike = None,
         *,
         plugins: Sequence[str] = (),
@@ -184,22 +190,24 @@ class Farm:
         """Request a build (an existing build for the same key is returned). With `wait`, poll until it ends.
 
         `model` is a model id or a path (uploaded first if the farm lacks it). A failed build raises
-        ToolchainError (`.build` holds the BuildInfo), a cancelled one BuildCancelled, a timeout BuildTimeout.
+        BuildFailed (`.build` holds the BuildInfo), a cancelled one BuildCancelled, a timeout BuildTimeout.
         """
         request = BuildRequest(
             model=self._model_ref(model, upload=True),
-            target=target.target() if isinstance(target, RuntimeSpec) else str(target),
+            target=target.target() if isinstance(target, Runtime) else str(target),
             spec=spec_payload(spec),
             plugins=list(plugins),
             calibration=calibration,
         )
-        info = BuildInfo.model_validate(self._request("POST", "/v1/builds", json=request.model_dump(mode="json")).json())
+        info = BuildInfo.model_validate(
+            self._request("POST", "/v1/builds", json=request.model_dump(mode="json")).json())
         if not wait:
             return info
         return self.wait(info, progress=progress, poll_interval=poll_interval, timeout=timeout)
 
     def wait(
-        self, build: str | BuildInfo, *, progress: Progress | None = None, poll_interval: float = 1.0, timeout: float | None = None
+        self, build: str | BuildInfo, *, progress: Progress | None = None, poll_interval: float = 1.0,
+        timeout: float | None = None
     ) -> BuildInfo:
         """Poll a build until it is terminal, calling `progress(info)` on every poll; raise unless it succeeded."""
         info = build if isinstance(build, BuildInfo) else self.build(build)
@@ -228,7 +236,8 @@ class Farm:
         limit: int | None = None, offset: int | None = None,
     ) -> BuildList:
         """GET /v1/builds with the given filters (None = no filter)."""
-        params = {k: v for k, v in dict(status=status, model=model, toolchain=toolchain, limit=limit, offset=offset).items() if v is not None}
+        params = {k: v for k, v in dict(status=status, model=model, toolchain=toolchain,
+                                        limit=limit, offset=offset).items() if v is not None}
         return BuildList.model_validate(self._get("/v1/builds", params=params))
 
     def log(self, build_id: str) -> str:
@@ -241,7 +250,8 @@ class Farm:
 
     def engines(self, model: str | os.PathLike[str]) -> list[EngineInfo]:
         """Every engine of a model (id or path; a path is hashed locally, not uploaded)."""
-        return EngineList.model_validate(self._get("/v1/engines", params={"model": self._model_ref(model, upload=False)})).items
+        return EngineList.model_validate(
+            self._get("/v1/engines", params={"model": self._model_ref(model, upload=False)})).items
 
     def engine(self, engine_id: str) -> EngineInfo:
         return EngineInfo.model_validate(self._get(f"/v1/engines/{engine_id}"))
@@ -249,17 +259,17 @@ class Farm:
     def workers(self) -> list[WorkerInfo]:
         return [WorkerInfo.model_validate(w) for w in self._get("/v1/workers")]
 
-    def runtime(self, runtime: str | RuntimeSpec | Any = "auto") -> RuntimeSpec:
-        """A RuntimeSpec from 'auto' (detected once per Farm), a runtime string, or a RuntimeSpec/compat.Runtime."""
+    def runtime(self, runtime: str | Runtime | Any = "auto") -> Runtime:
+        """A Runtime from 'auto' (detected once per Farm), a runtime string, or a Runtime."""
         if runtime is None or runtime == "auto":
             if self._detected is None:
                 self._detected = as_runtime("auto")
             return self._detected
         return as_runtime(runtime)
 
-    def resolve(self, model: str | os.PathLike[str], runtime: str | RuntimeSpec | Any = "auto", spec: SpecLike = None,
+    def resolve(self, model: str | os.PathLike[str], runtime: str | Runtime | Any = "auto", spec: SpecLike = None,
                 shapes: Mapping[str, Sequence[int]] | None = None) -> Resolution:
-        """The engine the farm picks for this runtime (RemoteError code no_compatible_engine when none).
+        """The engine the farm picks for this runtime (NoCompatibleEngine when none loads on it).
 
         `shapes` ({input: shape}) keeps only engines whose optimization profiles hold those shapes."""
         params = resolve_query(self._model_ref(model, upload=False), self.runtime(runtime), spec, shapes)
@@ -270,7 +280,7 @@ class Farm:
     def fetch(
         self,
         model: str | os.PathLike[str],
-        runtime: str | RuntimeSpec | Any = "auto",
+        runtime: str | Runtime | Any = "auto",
         spec: SpecLike = None,
         *,
         dest: str | os.PathLike[str] | None = None,
@@ -293,22 +303,23 @@ class Farm:
         question = self._question(mid, rt, spec)
         engine = None if refresh else self._index_hit(question, verify_cached)
         if engine is None:
-            engine = self._resolve_or_build(model, mid, rt, spec, build_if_missing, target, wait_timeout, progress).engine
+            engine = self._resolve_or_build(model, mid, rt, spec, build_if_missing, target, wait_timeout,
+                                            progress).engine
             self._ensure_blob(engine, verify_cached)
             self._index_write(question, engine)
         blob = self.engine_path(engine)
         return blob if dest is None else _copy_out(blob, Path(dest), Path(engine.filename).name or blob.name)
 
     def _resolve_or_build(
-        self, model: Any, mid: str, rt: RuntimeSpec, spec: SpecLike, build_if_missing: bool,
+        self, model: Any, mid: str, rt: Runtime, spec: SpecLike, build_if_missing: bool,
         target: str | None, wait_timeout: float | None, progress: Progress | None,
     ) -> Resolution:
         try:
             return self.resolve(mid, rt, spec)
-        except RemoteError as exc:
-            if not build_if_missing or exc.code not in ("no_compatible_engine", "model_not_found"):
+        except (NoCompatibleEngine, ModelNotFound) as exc:
+            if not build_if_missing:
                 raise
-            missing_model = exc.code == "model_not_found"
+            missing_model = isinstance(exc, ModelNotFound)
         if missing_model and not (isinstance(model, str) and is_digest(model)):
             self.upload(model)
         self.submit(mid, target or rt.target(), spec, wait=True, timeout=wait_timeout, progress=progress)
@@ -336,11 +347,12 @@ class Farm:
     def download(self, engine: EngineInfo, path: Path | None = None) -> Path:
         """Stream an engine into the cache, verify sha256 and size, atomically rename; nothing left on failure."""
         path = path or self.engine_path(engine)
-        with _atomic_file(path, "wb", read_only=True) as out, self._artifact(engine.id) as response:
+        with atomic_file(path, "wb", file_mode=0o444) as out, self._artifact(engine.id) as response:
             digest, size = _copy_hashing(response.iter_bytes(CHUNK), out, limit=engine.size)
             if digest != engine.digest or size != engine.size:
                 raise DigestMismatch(
-                    f"engine {engine.id}: downloaded {size} bytes hashing to {digest}; the farm says {engine.size} bytes, "
+                    f"engine {engine.id}: downloaded {size} bytes hashing to {digest}; "
+                    f"the farm says {engine.size} bytes, "
                     f"{engine.digest}. Nothing was kept; try again, and report it if it repeats",
                     details={"engine": engine.id, "expected": engine.digest, "got": digest, "size": size},
                 )
@@ -355,7 +367,8 @@ class Farm:
             try:
                 response = client.send(client.build_request("GET", url), stream=True)
             except httpx.TransportError as exc:
-                raise Unreachable(f"cannot download engine {engine_id} from {url.copy_with(query=None)}: {exc}") from exc
+                raise Unreachable(
+                    f"cannot download engine {engine_id} from {url.copy_with(query=None)}: {exc}") from exc
             try:
                 if response.is_redirect and "location" in response.headers:
                     url = response.url.join(response.headers["location"])
@@ -377,7 +390,7 @@ class Farm:
 
     # ------------------------------------------------------------------------------ local index
 
-    def _question(self, mid: str, rt: RuntimeSpec, spec: SpecLike) -> dict[str, Any]:
+    def _question(self, mid: str, rt: Runtime, spec: SpecLike) -> dict[str, Any]:
         """What a fetch asks; the local index is keyed by its canonical JSON."""
         return {"farm": self.url, "model": mid, "runtime": rt.to_query(), "spec_family": family_of(spec)}
 
@@ -393,10 +406,11 @@ class Farm:
         return engine if _cached_ok(path, engine.digest, engine.size, verify) else None
 
     def _index_write(self, question: dict[str, Any], engine: EngineInfo) -> None:
-        with _atomic_file(self._index_path(question), "w") as f:
+        with atomic_file(self._index_path(question), "w") as f:
             f.write(engine.model_dump_json())
 
-    def cached(self, model: str | os.PathLike[str], runtime: str | RuntimeSpec | Any = "auto", spec: SpecLike = None) -> Path | None:
+    def cached(self, model: str | os.PathLike[str], runtime: str | Runtime | Any = "auto",
+               spec: SpecLike = None) -> Path | None:
         """The engine a previous fetch of this question stored, if still cached (no network)."""
         question = self._question(self._model_ref(model, upload=False), self.runtime(runtime), spec)
         engine = self._index_hit(question, verify=False)
@@ -407,7 +421,8 @@ class Farm:
 
 
 def raise_for_error(response: httpx.Response) -> None:
-    """Any 4xx/5xx → RemoteError(status, code, message, details) from the farm's JSON error body."""
+    """Any 4xx/5xx → the error class of the farm's JSON body `code` (RemoteError for a code this SDK does
+    not know, or an answer that is not the farm's JSON error: a proxy's 502, say)."""
     if response.status_code < 400:
         return
     status = response.status_code
@@ -417,7 +432,8 @@ def raise_for_error(response: httpx.Response) -> None:
         body = None
     if isinstance(body, dict) and isinstance(body.get("code"), str) and "message" in body:
         details = body.get("details")
-        raise RemoteError(status, body["code"], str(body["message"]), details if isinstance(details, dict) else None)
+        raise error_for_code(body["code"], str(body["message"]), status=status,
+                             details=details if isinstance(details, dict) else None)
     text = response.text.strip()[:500] if response.text else ""
     if isinstance(body, dict) and "detail" in body:
         text = str(body["detail"])[:500]
@@ -425,20 +441,16 @@ def raise_for_error(response: httpx.Response) -> None:
 
 
 def check_succeeded(info: BuildInfo) -> BuildInfo:
-    """Return a succeeded build; raise ToolchainError / BuildCancelled (with `.build`) otherwise."""
-    if info.status == "succeeded":
+    """Return a succeeded build; raise BuildFailed / BuildCancelled (with `.build`) otherwise."""
+    if info.status == BuildStatus.SUCCEEDED:
         return info
-    if info.status == "cancelled":
-        exc: FarmError = BuildCancelled(f"build {info.id} ({info.target}) was cancelled", details={"build": info.id})
-    else:
-        why = f"{info.error.code}: {info.error.message}" if info.error else "no error recorded"
-        exc = ToolchainError(
-            f"build {info.id} ({info.target}) failed after {info.attempt} attempt(s): {why}. "
-            f"Log: trtfarm log {info.id}",
-            details={"build": info.id, "error": info.error.model_dump() if info.error else None},
-        )
-    exc.build = info  # type: ignore[attr-defined]
-    raise exc
+    if info.status == BuildStatus.CANCELLED:
+        raise BuildCancelled(f"build {info.id} ({info.target}) was cancelled", build=info, details={"build": info.id})
+    why = f"{info.error.code}: {info.error.message}" if info.error else "no error recorded"
+    raise BuildFailed(
+        f"build {info.id} ({info.target}) failed after {info.attempt} attempt(s): {why}. Log: trtfarm log {info.id}",
+        build=info, details={"build": info.id, "error": info.error.model_dump() if info.error else None},
+    )
 
 
 def spec_payload(spec: SpecLike) -> dict[str, Any]:
@@ -454,7 +466,7 @@ def family_of(spec: SpecLike) -> str | None:
     return None if spec is None else spec_family(parse_spec(spec if isinstance(spec, BuildSpec) else dict(spec)))
 
 
-def resolve_query(model: str, runtime: RuntimeSpec, spec: SpecLike = None,
+def resolve_query(model: str, runtime: Runtime, spec: SpecLike = None,
                   shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
     """Query parameters of GET /v1/engines/resolve."""
     params: dict[str, Any] = {"model": model, **runtime.to_query()}
@@ -475,8 +487,7 @@ def model_layout(path: Path, external_data: Sequence[os.PathLike[str] | str] | N
         raise InvalidModel(f"model file {str(path)!r} does not exist")
     folder = path.resolve().parent
     if external_data is None:
-        locations = external_data_locations(path)
-        extra = [folder / loc for loc in locations]
+        extra = [folder / loc for loc in onnxinfo.local_layout(path)]
     else:
         extra = [_locate(Path(p), folder) for p in external_data]
     layout = [(path.name, path)]
@@ -489,42 +500,6 @@ def model_layout(path: Path, external_data: Sequence[os.PathLike[str] | str] | N
     return layout
 
 
-def external_data_locations(path: Path) -> list[str]:
-    """The external-data file names an .onnx refers to ([] when `onnx` is not installed)."""
-    try:
-        import onnx  # type: ignore[import-not-found]
-    except ImportError:
-        return []
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # DecodeError and friends: not ONNX at all
-        raise InvalidModel(f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
-    found: dict[str, None] = {}
-    for tensor in _tensors(model.graph):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    found[entry.value] = None
-    return list(found)
-
-
-def _tensors(graph: Any) -> Iterator[Any]:
-    """Every TensorProto of a graph, its sparse initializers, node attributes and subgraphs."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _tensors(sub)
-
-
 def _locate(p: Path, folder: Path) -> Path:
     if p.is_absolute() or not (folder / p).exists():
         return p
@@ -535,7 +510,8 @@ def _relative_inside(local: Path, folder: Path, model: Path) -> str:
     try:
         rel = local.resolve().relative_to(folder)
     except ValueError:
-        raise InvalidModel(f"external data {str(local)!r} of {str(model)!r} must be inside the model's folder {str(folder)!r}") from None
+        raise InvalidModel(f"external data {str(local)!r} of {str(model)!r} must be inside the model's folder "
+                           f"{str(folder)!r}") from None
     if not local.is_file():
         raise InvalidModel(f"external data file {str(local)!r} of {str(model)!r} does not exist")
     return PurePosixPath(*rel.parts).as_posix()
@@ -583,27 +559,9 @@ def _copy_out(blob: Path, dest: Path, filename: str) -> Path:
     """Copy a cached engine to `dest` (a file path, or a folder to put it in as `filename`); atomic; writable."""
     if dest.is_dir():
         dest = dest / filename
-    with _atomic_file(dest, "wb") as out, open(blob, "rb") as src:
+    with atomic_file(dest, "wb") as out, open(blob, "rb") as src:
         shutil.copyfileobj(src, out, CHUNK)
     return dest
 
 
-@contextmanager
-def _atomic_file(dest: Path, mode: str, *, read_only: bool = False) -> Iterator[Any]:
-    """Write `dest` through a temp file beside it, renamed into place only when the block succeeds;
-    on any failure the temp file is removed and `dest` is untouched."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-        if read_only:
-            os.chmod(tmp, 0o444)
-        os.replace(tmp, dest)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-__all__ = ["BuildCancelled", "BuildTimeout", "Farm", "RuntimeSpec", "Unreachable", "raise_for_error"]
+__all__ = ["Farm", "raise_for_error"]

@@ -1,9 +1,9 @@
-"""Which engine serves which runtime: the compatibility rules of DESIGN.md.
+"""Which engine serves which runtime: the compatibility rules of docs/design.md.
 
 Pure: no I/O, no SQL, no pydantic. The API service ranks the engines it stores with it, and the SDK
 explains a choice (or a refusal) with the same code.
 
-DESIGN.md, "Which engine serves which runtime": candidates are ranked and the first class that has one
+docs/design.md, "Which engine serves which runtime": candidates are ranked and the first class that has one
 wins, and the answer says which:
 
 1. exact                   same toolchain version, same SKU (hardware compatibility `none`); for
@@ -16,13 +16,13 @@ wins, and the answer says which:
                            version, the pair allowed (same major, or a documented next-major pair),
                            device rules as in 1-3.
 
-Lean runtime (DESIGN.md: "a lean/dispatch runtime needs `engine_host_code_allowed`"): a lean or dispatch
+Lean runtime (docs/design.md: "a lean/dispatch runtime needs `engine_host_code_allowed`"): a lean or dispatch
 runtime deserializes only version-compatible plans, and loading one that embeds its lean runtime runs
 that host code, so the client must allow it. A plan built with `exclude_lean_runtime` carries no lean
 runtime: only a runtime of the builder's own version loads it.
 
 Ties within a class: newer build first, then lower measured latency (unmeasured last).
-Every rejection carries a one-line reason; `NoMatch` turns them into the 404 body.
+Every rejection carries a one-line reason; `no_match` turns them into the 404 body.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from enum import Enum
 from typing import Iterable, NamedTuple
 
 from registry.errors import InvalidInput, NoCompatibleEngine
-from registry.targets import AMPERE_PLUS, cc_slug, cc_tuple
+from registry.targets import cc_slug, cc_tuple
 
 TENSORRT = "tensorrt"
 ONNXRUNTIME = "onnxruntime"
@@ -64,9 +64,13 @@ class MatchClass(str, Enum):
         return self.value
 
 
+RUNTIME_FLAGS = ("allow_cross_sku", "lean_runtime", "engine_host_code_allowed")
+
+
 @dataclass(frozen=True)
 class Runtime:
-    """What a client has: toolchain kind + version, and its device."""
+    """What a client has: toolchain kind + exact version, and the device it runs on (a GPU's SKU slug
+    and/or compute capability, or a CPU device). Parsed or detected by `registry.runtime`."""
 
     toolchain: str
     version: str
@@ -77,6 +81,11 @@ class Runtime:
     lean_runtime: bool = False  # the client runs a lean / dispatch runtime
     engine_host_code_allowed: bool = False
 
+    @property
+    def device(self) -> str | None:
+        """The most specific device selector: SKU, else compute capability, else CPU."""
+        return self.sku or self.cc or self.cpu
+
     def describe(self) -> str:
         if self.toolchain != TENSORRT:
             return f"{self.toolchain} {self.version} / {self.cpu or 'unknown CPU'}"
@@ -84,10 +93,23 @@ class Runtime:
         lean = " (lean runtime)" if self.lean_runtime else ""
         return f"{self.toolchain} {self.version}{lean} / {device or 'unknown GPU'}"
 
-    def suggested_target(self) -> str:
-        """The target that would build an exact match for this runtime."""
+    def target(self) -> str:
+        """The build target that would produce an exact match for this runtime."""
         device = self.cpu if self.toolchain != TENSORRT else (self.sku or self.cc)
         return f"{self.toolchain}=={self.version}" + (f"@{device}" if device else "")
+
+    def to_query(self) -> dict[str, str]:
+        """Query parameters for GET /v1/engines/resolve (without `model` and `spec_family`)."""
+        query = {"toolchain": self.toolchain, "version": self.version}
+        query.update({k: v for k in ("sku", "cc", "cpu") if (v := getattr(self, k))})
+        query.update({k: "true" if getattr(self, k) else "false" for k in RUNTIME_FLAGS})
+        return query
+
+    def __str__(self) -> str:
+        """The runtime string `registry.runtime.parse_runtime` reads back."""
+        devices = "/".join(d for d in (self.sku, self.cc, self.cpu) if d)
+        text = f"{self.toolchain}=={self.version}" + (f"@{devices}" if devices else "")
+        return text + "".join(f",{k}" for k in RUNTIME_FLAGS if getattr(self, k))
 
 
 @dataclass(frozen=True)
@@ -119,44 +141,38 @@ class Rejection(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Resolution:
+class Choice:
+    """A candidate that loads on the runtime, with its match class (the API answers it as a Resolution)."""
+
     candidate: Candidate
     match_class: MatchClass
     reason: str
     warning: str | None = None
 
 
-class NoMatch(NoCompatibleEngine):
-    """No candidate loads on the runtime; the message lists what exists, why not, and what to build."""
-
-    def __init__(
-        self,
-        rejections: list[Rejection] | list[tuple[str, str]],
-        *,
-        runtime: Runtime | None = None,
-        model: str | None = None,
-        suggest: str | None = None,
-    ) -> None:
-        self.rejections = [Rejection(*r) for r in rejections]
-        self.model = model
-        self.suggest = suggest or (runtime.suggested_target() if runtime else None)
-        details: dict = {"rejections": [r._asdict() for r in self.rejections]}
-        if runtime is not None:
-            details["runtime"] = runtime.describe()
-        if self.suggest:
-            details["suggested_target"] = self.suggest
-        super().__init__(self._message(runtime), details=details)
-
-    def _message(self, runtime: Runtime | None) -> str:
-        what = f"model {self.model}" if self.model else "this model"
-        where = f" loads on {runtime.describe()}" if runtime else " loads on this runtime"
-        if self.rejections:
-            listed = "; ".join(f"{r.engine_id}: {r.why}" for r in self.rejections)
-            n = len(self.rejections)
-            text = f"no engine of {what}{where}; {n} exist{'s' if n == 1 else ''}: {listed}"
-        else:
-            text = f"no engine of {what}{where}; none has been built"
-        return text + (f"; build one with target {self.suggest}" if self.suggest else "")
+def no_match(
+    rejections: list[Rejection] | list[tuple[str, str]],
+    *,
+    runtime: Runtime | None = None,
+    model: str | None = None,
+    suggest: str | None = None,
+) -> NoCompatibleEngine:
+    """The error for "no candidate loads on the runtime": what exists, why not, and what to build."""
+    found = [Rejection(*r) for r in rejections]
+    suggest = suggest or (runtime.target() if runtime else None)
+    what = f"model {model}" if model else "this model"
+    where = f" loads on {runtime.describe()}" if runtime else " loads on this runtime"
+    if found:
+        listed = "; ".join(f"{r.engine_id}: {r.why}" for r in found)
+        text = f"no engine of {what}{where}; {len(found)} exist{'s' if len(found) == 1 else ''}: {listed}"
+    else:
+        text = f"no engine of {what}{where}; none has been built"
+    details: dict = {"rejections": [r._asdict() for r in found]}
+    if runtime is not None:
+        details["runtime"] = runtime.describe()
+    if suggest:
+        details["suggested_target"] = suggest
+    return NoCompatibleEngine(text + (f"; build one with target {suggest}" if suggest else ""), details=details)
 
 
 # ---------------------------------------------------------------------------------------- public API
@@ -174,26 +190,26 @@ def assess(candidate: Candidate, runtime: Runtime) -> Match | Rejection:
     return verdict if isinstance(verdict, Match) else Rejection(candidate.engine_id, verdict)
 
 
-def rank(candidates: Iterable[Candidate], runtime: Runtime) -> list[Resolution]:
+def rank(candidates: Iterable[Candidate], runtime: Runtime) -> list[Choice]:
     """Every candidate that loads on `runtime`, best first."""
     matches = []
     for c in candidates:
         m = classify(c, runtime)
         if m is not None:
-            matches.append(Resolution(c, m.match_class, m.reason, m.warning))
+            matches.append(Choice(c, m.match_class, m.reason, m.warning))
     return sorted(matches, key=_sort_key)
 
 
 def resolve(
     candidates: Iterable[Candidate], runtime: Runtime, *, model: str | None = None, suggest: str | None = None
-) -> Resolution:
-    """The best candidate for `runtime`; NoMatch (with every rejection's reason) when none loads."""
+) -> Choice:
+    """The best candidate for `runtime`; NoCompatibleEngine (with every rejection's reason) when none loads."""
     candidates = list(candidates)
     ranked = rank(candidates, runtime)
     if ranked:
         return ranked[0]
     rejections = [v for v in (assess(c, runtime) for c in candidates) if isinstance(v, Rejection)]
-    raise NoMatch(rejections, runtime=runtime, model=model, suggest=suggest)
+    raise no_match(rejections, runtime=runtime, model=model, suggest=suggest)
 
 
 def parse_version(text: str) -> Version:
@@ -342,7 +358,7 @@ def _timestamp(value: float | datetime | None) -> float:
     return value.timestamp() if isinstance(value, datetime) else float(value)
 
 
-def _sort_key(r: Resolution) -> tuple:
+def _sort_key(r: Choice) -> tuple:
     latency = r.candidate.latency_ms
     return (
         r.match_class.rank,

@@ -1,17 +1,26 @@
-"""sha256 digests, computed while streaming, and model ids."""
+"""sha256 digests (computed while streaming), canonical JSON and model ids. Standard library only."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-from registry.keys import canonical_json
+from typing import Any
 
 CHUNK = 1 << 20
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, no NaN: equal values give equal text (and equal hashes)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def is_digest(value: str) -> bool:

@@ -1,7 +1,9 @@
-"""One root error with typed subclasses. Only `api/` maps them to HTTP status codes.
+"""One root error with typed subclasses. Only `api/` maps them to HTTP status codes; the SDK maps the
+JSON body's `code` back to the same class (`error_for_code`), so a caller can `except NoCompatibleEngine`
+whether the error was raised in this process or answered by a farm.
 
-Every error carries a stable `code` (machine-readable) and a message that says what happened and
-what to do about it.
+Every error carries a stable `code` (machine-readable, unique per class) and a message that says what
+happened and what to do about it. An error that came over the wire also carries the HTTP `status`.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from typing import Any
 class FarmError(Exception):
     code = "farm_error"
 
-    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or {}
+        self.status = status  # the HTTP status when the SDK read this error from a farm's answer
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -23,11 +26,23 @@ class FarmError(Exception):
             body["details"] = self.details
         return body
 
+    def __str__(self) -> str:
+        return f"[{self.status} {self.code}] {self.message}" if self.status else self.message
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
 
 class InvalidInput(FarmError):
     """The caller sent something malformed (a spec, a target, a shape)."""
 
     code = "invalid_input"
+
+
+class InvalidRequest(InvalidInput):
+    """The HTTP request itself does not fit the route (a missing field, a wrong type)."""
+
+    code = "invalid_request"
 
 
 class InvalidSpec(InvalidInput):
@@ -44,8 +59,29 @@ class InvalidModel(InvalidInput):
     code = "invalid_model"
 
 
+class NotAPlan(InvalidInput):
+    """Bytes that do not start like a TensorRT plan."""
+
+    code = "not_a_plan"
+
+
 class TooLarge(InvalidInput):
     code = "too_large"
+
+
+class RangeNotSatisfiable(InvalidInput):
+    """A byte range that starts past the end of the artifact."""
+
+    code = "range_not_satisfiable"
+
+
+class UnsupportedOption(InvalidInput):
+    """A spec option the toolchain that would build it does not have."""
+
+    code = "unsupported_option"
+
+
+# --- not found -------------------------------------------------------------------------------------
 
 
 class NotFound(FarmError):
@@ -65,7 +101,12 @@ class EngineNotFound(NotFound):
 
 
 class NoCompatibleEngine(NotFound):
+    """No stored engine loads on the runtime (details: every rejection's reason, the target to build)."""
+
     code = "no_compatible_engine"
+
+
+# --- conflicts -------------------------------------------------------------------------------------
 
 
 class Conflict(FarmError):
@@ -88,6 +129,9 @@ class BuildStateError(Conflict):
     code = "build_state"
 
 
+# --- blobs -----------------------------------------------------------------------------------------
+
+
 class BlobError(FarmError):
     code = "blob_error"
 
@@ -102,25 +146,82 @@ class BlobNotFound(BlobError, NotFound):
     code = "blob_not_found"
 
 
-class UnsupportedOption(FarmError):
-    """A spec option the toolchain that would build it does not have."""
-
-    code = "unsupported_option"
+# --- toolchains and builds -------------------------------------------------------------------------
 
 
 class ToolchainError(FarmError):
-    """A toolchain runner failed (parser or builder error, crash, timeout)."""
+    """A toolchain could not be found, probed or started."""
 
     code = "toolchain_error"
 
 
-class RemoteError(FarmError):
-    """The SDK's view of an error answered by the farm's API."""
+class RunnerFailed(ToolchainError):
+    """A toolchain runner reported a failure; `runner_code` is the runner's own error code (parse_error,
+    build_error, run_error, unsupported_option, invalid_input, timeout, runner_crashed)."""
 
-    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None):
-        super().__init__(message, details=details)
-        self.status = status
+    code = "runner_failed"
+
+    def __init__(self, runner_code: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message + (f"\nhint: {hint}" if hint else ""), details={"runner_code": runner_code})
+        self.runner_code = runner_code
+        self.hint = hint
+
+
+class BuildFailed(FarmError):
+    """A build the caller waited for ended `failed`; `build` is its BuildInfo (error, attempts, log hint)."""
+
+    code = "build_failed"
+
+    def __init__(self, message: str, *, build: Any = None, details: dict[str, Any] | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message, details=details, status=status)
+        self.build = build
+
+
+class BuildCancelled(BuildFailed):
+    """A build ended `cancelled` (waited for by the SDK), or a running build was asked to stop (worker)."""
+
+    code = "build_cancelled"
+
+
+class BuildTimeout(FarmError):
+    """`submit(wait=True, timeout=...)` or `wait()` ran out of time; the build goes on at the farm."""
+
+    code = "build_timeout"
+
+
+# --- talking to a farm -----------------------------------------------------------------------------
+
+
+class Unreachable(FarmError):
+    """The farm's URL did not answer (connection refused, DNS, TLS, timeout)."""
+
+    code = "unreachable"
+
+
+class RemoteError(FarmError):
+    """An error answer whose code this SDK does not know (a newer farm, a proxy's plain-text 502):
+    `code` is what the farm said, or `http_<status>` when it said no code."""
+
+    code = "remote_error"
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details, status=status)
         self.code = code
 
-    def __str__(self) -> str:
-        return f"[{self.status} {self.code}] {self.message}"
+
+def _subclasses(cls: type[FarmError]) -> list[type[FarmError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
+
+
+def error_for_code(code: str, message: str, *, status: int, details: dict[str, Any] | None = None) -> FarmError:
+    """The error a farm's JSON body `{code, message, details}` stands for, as its own class."""
+    by_code = {cls.code: cls for cls in [FarmError, *_subclasses(FarmError)]
+               if cls.__module__ == __name__ and cls not in (RemoteError, RunnerFailed)}
+    cls = by_code.get(code)
+    if cls is None:
+        return RemoteError(status, code, message, details)
+    return cls(message, details=details, status=status)

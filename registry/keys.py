@@ -1,4 +1,4 @@
-"""Canonical JSON and build keys (DESIGN.md "Digests and keys").
+"""Canonical JSON and build keys (docs/design.md "Digests and keys").
 
 key = sha256(canonical JSON of {key_version, model, target, spec, plugins, calibration}).
 Changing anything here changes every key: bump KEY_VERSION and write a migration note.
@@ -6,21 +6,12 @@ Changing anything here changes every key: bump KEY_VERSION and write a migration
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
+from registry.digests import canonical_json, sha256_hex
 from registry.spec import COMPAT_OPTIONS, BuildSpec
 
 KEY_VERSION = 1
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def spec_canonical(spec: BuildSpec) -> dict[str, Any]:

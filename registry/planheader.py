@@ -1,6 +1,6 @@
 """Read the TensorRT version out of a serialized plan without deserializing it.
 
-Measured on TensorRT 8.6.0 (DESIGN.md): a plan starts with b"ftrt"; bytes 24..27 are the major, minor,
+Measured on TensorRT 8.6.0 (docs/design.md): a plan starts with b"ftrt"; bytes 24..27 are the major, minor,
 patch and build numbers of the TensorRT that built it.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from registry.errors import NotAPlan
 
 MAGIC = b"ftrt"
 HEADER_BYTES = 28
@@ -27,10 +29,6 @@ class PlanHeader:
     @property
     def full_version(self) -> str:
         return f"{self.version}.{self.build}"
-
-
-class NotAPlan(ValueError):
-    pass
 
 
 def read_plan_header(data: bytes) -> PlanHeader:

@@ -1,4 +1,4 @@
-"""Queue names, built in one place (DESIGN.md "Queues and routing").
+"""Queue names, built in one place (docs/design.md "Queues and routing").
 
 A build goes to `build.<toolchain>-<version>.<device>` where device is the build key's device
 component (SKU slug, sm_XX, ampere_plus or a CPU device). A worker subscribes to every queue it can

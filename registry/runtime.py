@@ -1,4 +1,4 @@
-"""What runtime this process has (DESIGN.md "Which engine serves which runtime", "Flows: Fetch").
+"""Which runtime this process has: detected here, or parsed from a runtime string (docs/design.md, "Fetch").
 
 A runtime is a toolchain kind + exact version + the device it runs on: a GPU (SKU slug and/or compute
 capability) for TensorRT, a CPU (`<arch>-<isa>`) for ONNX Runtime. It is either detected here or given
@@ -24,52 +24,18 @@ import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
+from registry.compat import RUNTIME_FLAGS as FLAGS
+from registry.compat import Runtime
 from registry.errors import InvalidInput, InvalidTarget
 from registry.targets import TOOLCHAINS, cc_slug, cpu_device, device_class, sku_slug
 
-FLAGS = ("allow_cross_sku", "lean_runtime", "engine_host_code_allowed")
 EXAMPLE = "tensorrt==8.6.0@h100-80gb-hbm3"
 _RUNTIME = re.compile(r"^(?P<kind>[a-z_]+)(==(?P<version>[^@,\s]+))?(@(?P<device>[^,\s]+))?(?P<flags>(,[a-z_]+)*)$")
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}")
 _CC_NUMBER = re.compile(r"^\d+\.\d+$")
-
-
-@dataclass(frozen=True)
-class RuntimeSpec:
-    """A client runtime: what the resolve endpoint is asked about."""
-
-    toolchain: str
-    version: str
-    sku: str | None = None
-    cc: str | None = None
-    cpu: str | None = None
-    allow_cross_sku: bool = False
-    lean_runtime: bool = False
-    engine_host_code_allowed: bool = False
-
-    def to_query(self) -> dict[str, str]:
-        """Query parameters for GET /v1/engines/resolve (without `model` and `spec_family`)."""
-        query = {"toolchain": self.toolchain, "version": self.version}
-        query.update({k: v for k in ("sku", "cc", "cpu") if (v := getattr(self, k))})
-        query.update({k: "true" if getattr(self, k) else "false" for k in FLAGS})
-        return query
-
-    @property
-    def device(self) -> str | None:
-        """The most specific device selector: SKU, else compute capability, else CPU."""
-        return self.sku or self.cc or self.cpu
-
-    def target(self) -> str:
-        """The build target that would produce an exact match for this runtime."""
-        return f"{self.toolchain}=={self.version}@{self.device}" if self.device else f"{self.toolchain}=={self.version}"
-
-    def __str__(self) -> str:
-        devices = "/".join(d for d in (self.sku, self.cc, self.cpu) if d)
-        text = f"{self.toolchain}=={self.version}" + (f"@{devices}" if devices else "")
-        return text + "".join(f",{k}" for k in FLAGS if getattr(self, k))
 
 
 @dataclass(frozen=True)
@@ -84,7 +50,7 @@ class GpuInfo:
 def _module_version(name: str) -> str | None:
     try:
         module = importlib.import_module(name)
-    except Exception:  # ImportError, or a broken install raising anything at import
+    except Exception:  # noqa: BLE001 - ImportError, or a broken install raising anything at import
         return None
     return normalize_version(str(getattr(module, "__version__", "") or ""))
 
@@ -128,7 +94,7 @@ def visible_gpu(env: Mapping[str, str] | None = None) -> int | str | None:
 def gpu_from_pynvml(selector: int | str) -> GpuInfo | None:
     try:
         import pynvml  # type: ignore[import-not-found]
-    except Exception:
+    except Exception:  # noqa: BLE001 - absent, or a broken install
         return None
     pynvml.nvmlInit()
     try:
@@ -200,7 +166,7 @@ def probe_gpu(env: Mapping[str, str] | None = None) -> GpuInfo | None:
     for probe in GPU_PROBES:
         try:
             gpu = probe(selector)
-        except Exception:  # a driver/library mismatch is "this probe can't tell", not a crash
+        except Exception:  # noqa: BLE001 - a driver/library mismatch is "this probe can't tell", not a crash
             gpu = None
         if gpu is not None:
             return gpu
@@ -243,21 +209,21 @@ def _tensorrt_version(probes: Probes) -> tuple[str, bool] | None:
     return None
 
 
-def detect_tensorrt(probes: Probes) -> RuntimeSpec | None:
+def detect_tensorrt(probes: Probes) -> Runtime | None:
     """TensorRT + this process's GPU; None when tensorrt is not importable; InvalidInput when no GPU."""
     found = _tensorrt_version(probes)
     if found is None:
         return None
     version, lean = found
-    return RuntimeSpec("tensorrt", version, lean_runtime=lean, **_gpu_fields(probes))
+    return Runtime("tensorrt", version, lean_runtime=lean, **_gpu_fields(probes))
 
 
-def detect_onnxruntime(probes: Probes) -> RuntimeSpec | None:
+def detect_onnxruntime(probes: Probes) -> Runtime | None:
     version = probes.onnxruntime()
-    return RuntimeSpec("onnxruntime", version, cpu=probes.cpu()) if version else None
+    return Runtime("onnxruntime", version, cpu=probes.cpu()) if version else None
 
 
-def detect_runtime(toolchain: str | None = None, probes: Probes | None = None) -> RuntimeSpec:
+def detect_runtime(toolchain: str | None = None, probes: Probes | None = None) -> Runtime:
     """The runtime this process has: TensorRT on its GPU if importable, else ONNX Runtime on its CPU.
 
     `toolchain` restricts detection to one kind. Raises InvalidInput saying what is missing.
@@ -286,7 +252,7 @@ def detect_runtime(toolchain: str | None = None, probes: Probes | None = None) -
 # --------------------------------------------------------------------------------------------- parsing
 
 
-def parse_runtime(text: str, probes: Probes | None = None) -> RuntimeSpec:
+def parse_runtime(text: str, probes: Probes | None = None) -> Runtime:
     """Parse a runtime string (module docstring); 'auto' and missing parts are detected on this host."""
     text = text.strip()
     if text in ("", "auto"):
@@ -309,7 +275,7 @@ def parse_runtime(text: str, probes: Probes | None = None) -> RuntimeSpec:
             version, lean = _detected_version(kind, probes)
             flags["lean_runtime"] = flags.get("lean_runtime", False) or lean
         devices = devices if devices is not None else _detected_devices(kind, probes)
-    return RuntimeSpec(kind, version, **devices, **flags)
+    return Runtime(kind, version, **devices, **flags)
 
 
 def _parse_version(text: str, version: str) -> str:
@@ -362,19 +328,16 @@ def _detected_devices(kind: str, probes: Probes) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ conversion
 
 
-def as_runtime(value: Any, probes: Probes | None = None) -> RuntimeSpec:
-    """'auto', a runtime string, a RuntimeSpec, or any object with the same attributes (compat.Runtime)."""
-    if isinstance(value, RuntimeSpec):
+def as_runtime(value: Any, probes: Probes | None = None) -> Runtime:
+    """'auto' (or None), a runtime string, or a Runtime."""
+    if isinstance(value, Runtime):
         return value
     if value is None or isinstance(value, str):
         return parse_runtime(value or "auto", probes)
-    if hasattr(value, "toolchain") and hasattr(value, "version"):
-        names = [f.name for f in fields(RuntimeSpec)]
-        return RuntimeSpec(**{n: getattr(value, n) for n in names if hasattr(value, n)})
-    raise InvalidInput(f"runtime must be 'auto', a string like {EXAMPLE!r} or a RuntimeSpec; got {value!r}")
+    raise InvalidInput(f"runtime must be 'auto', a string like {EXAMPLE!r} or a Runtime; got {value!r}")
 
 
 __all__ = [
-    "FLAGS", "GpuInfo", "Probes", "RuntimeSpec", "as_runtime", "detect_runtime", "parse_runtime", "probe_gpu",
+    "FLAGS", "GpuInfo", "Probes", "Runtime", "as_runtime", "detect_runtime", "parse_runtime", "probe_gpu",
     "visible_gpu",
 ]

@@ -6,12 +6,11 @@ Only pydantic here: the SDK imports this module with nothing else installed.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-BuildStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TERMINAL = ("succeeded", "failed", "cancelled")
+from registry.status import BuildStatus
 
 
 class Schema(BaseModel):
@@ -84,7 +83,7 @@ class BuildInfo(Schema):
 
     @property
     def done(self) -> bool:
-        return self.status in TERMINAL
+        return self.status.terminal
 
 
 class BuildList(Schema):

@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_PORT = 8470  # `trtfarm up` and `trtfarm api` listen here unless told otherwise
+
 
 def _default_home() -> Path:
     return Path.home() / ".local" / "share" / "trtfarm"

@@ -59,7 +59,8 @@ class ShapeRange(_Frozen):
         if any(d < 0 for d in self.min):  # 0 is an empty tensor: TensorRT and ONNX Runtime take it
             raise ValueError(f"dimensions must be >= 0; min is {self.min}")
         if not all(a <= b <= c for a, b, c in zip(self.min, self.opt, self.max)):
-            raise ValueError(f"need min <= opt <= max in every dimension; got min={self.min} opt={self.opt} max={self.max}")
+            raise ValueError("need min <= opt <= max in every dimension; "
+                             f"got min={self.min} opt={self.opt} max={self.max}")
         return self
 
     def contains(self, shape: tuple[int, ...]) -> bool:
@@ -117,7 +118,8 @@ class BuildSpec(_Frozen):
         if self.exclude_lean_runtime and not self.version_compatible:
             raise ValueError("exclude_lean_runtime needs version_compatible=true")
         if self.strip_weights and self.refit == "none":
-            raise ValueError("strip_weights needs refit='refit' or 'refit_identical' (the weights come back by refitting)")
+            raise ValueError("strip_weights needs refit='refit' or 'refit_identical' "
+                             "(the weights come back by refitting)")
         if self.gpu_fallback and self.dla_core is None:
             raise ValueError("gpu_fallback needs dla_core")
         if self.strongly_typed and self.precision:

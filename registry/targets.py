@@ -67,7 +67,8 @@ def _check_device(kind: str, device: str, text: str) -> None:
     if kind == "onnxruntime" and cls != "cpu":
         raise InvalidTarget(f"target {text!r}: onnxruntime builds for a CPU device like x86_64-avx2, not {device!r}")
     if kind == "tensorrt" and cls == "cpu":
-        raise InvalidTarget(f"target {text!r}: tensorrt builds for a GPU (SKU slug, sm_XX or ampere_plus), not {device!r}")
+        raise InvalidTarget(f"target {text!r}: tensorrt builds for a GPU (SKU slug, sm_XX or ampere_plus), "
+                            f"not {device!r}")
 
 
 def device_class(device: str) -> str:

@@ -8,12 +8,14 @@
 #     bash /opt/trt86/parts/host-setup finish
 # and, for the worker's own Python (python3), the server/worker packages: either installed, or wheels in
 # .whl/ (made on a networked machine with `pip download --no-deps --only-binary=:all: --python-version 3.12
-# ...`), which this script installs into /tmp/site.
+# ...`), which this script installs into /tmp/site. Put trtfarm's own wheel there too (`pip wheel --no-deps
+# -w .whl .`): its metadata registers the server commands (`trtfarm up`, `worker`: entry points), while the
+# code is imported from this checkout, which comes first on PYTHONPATH.
 #
 # Environment (defaults): TRTFARM_TOOLCHAINS=tensorrt=/opt/trt86/bin/python,onnxruntime=python3
 #   GPU_RESULTS=${OUT:-/tmp}/gpu-results.json   (figures; farm logs land beside it in farm-logs.txt)
 #   CUDA_CACHE_DISABLE=1                         (the driver's JIT cache must not favour a second build)
-#   GPU_BACKEND_PER_GPU=6 GPU_BACKEND_BUDGET_S=360 (ONNX backend cases: parallelism, time budget)
+#   GPU_BACKEND_PER_GPU=14 GPU_BACKEND_BUDGET_S=480 (ONNX backend cases: parallelism, time budget)
 # With no arguments it runs every test in tests/gpu, timing-cache tests first (they need an empty partition).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +24,7 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 && [ ! -f /tmp/site/.trtfarm-whe
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   touch /tmp/site/.trtfarm-wheels
 fi
-export PYTHONPATH="/tmp/site:$REPO${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$REPO:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 export TRTFARM_TOOLCHAINS="${TRTFARM_TOOLCHAINS:-tensorrt=/opt/trt86/bin/python,onnxruntime=python3}"
 export GPU_RESULTS="${GPU_RESULTS:-${OUT:-/tmp}/gpu-results.json}"
 export CUDA_CACHE_DISABLE="${CUDA_CACHE_DISABLE:-1}"

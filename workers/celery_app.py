@@ -1,6 +1,6 @@
 """The Celery app: one per process, made from settings (never at import time).
 
-One worker process per GPU, concurrency 1, prefetch 1, acks late (DESIGN.md): a second build on the
+One worker process per GPU, concurrency 1, prefetch 1, acks late (docs/design.md): a second build on the
 same GPU would make TensorRT time kernels under contention and pick worse ones.
 """
 

@@ -11,12 +11,12 @@ from registry.queues import worker_queues
 from registry.settings import Settings
 from registry.stores import FarmStores
 from registry.targets import cpu_device
-from workers import runner
+from workers import launcher
 
 
 @dataclass
 class WorkerContext(FarmStores):
-    toolchains: list[runner.Toolchain] = field(default_factory=list)
+    toolchains: list[launcher.Toolchain] = field(default_factory=list)
     current_build: str | None = None
 
     @cached_property
@@ -54,7 +54,7 @@ class WorkerContext(FarmStores):
             env["CUDA_VISIBLE_DEVICES"] = str(self.settings.gpu)
         return env
 
-    def toolchain(self, kind: str, version: str) -> runner.Toolchain:
+    def toolchain(self, kind: str, version: str) -> launcher.Toolchain:
         for tc in self.toolchains:
             if tc.kind == kind and tc.version == version:
                 return tc
@@ -64,5 +64,5 @@ class WorkerContext(FarmStores):
 
 def discover(settings: Settings) -> WorkerContext:
     """Probe every toolchain in TRTFARM_TOOLCHAINS (runner --probe in its own interpreter)."""
-    found = [runner.probe(kind, python) for kind, python in settings.toolchain_interpreters().items()]
+    found = [launcher.probe(kind, python) for kind, python in settings.toolchain_interpreters().items()]
     return WorkerContext(settings=settings, toolchains=found)

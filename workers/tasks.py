@@ -1,4 +1,4 @@
-"""Celery tasks: thin. The worker's context is set up once by workers.main before consuming."""
+"""Celery tasks: thin. The worker's context is set up once by workers.worker before consuming."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared timing caches around a TensorRT build (DESIGN.md "Timing caches").
+"""Shared timing caches around a TensorRT build (docs/design.md "Timing caches").
 
 Before: fetch the partition's newest cache. After: combine our cache into the newest one (TensorRT's
 combine, inside the runner) and write it back with compare-and-swap on the generation, retrying when
@@ -11,17 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry.db.tables import Build
+from registry.errors import RunnerFailed
 from registry.services import timing_caches
-from workers import runner
+from registry.services.attempts import BuildJob
+from workers import launcher
 from workers.context import WorkerContext
-from workers.runner import BuildLog, RunnerFailed
+from workers.launcher import BuildLog
 
 CAS_ATTEMPTS = 8
 
 
 @dataclass
 class CacheIn:
+    build_id: str
     partition: str
     generation: int
     path_in: Path | None
@@ -34,19 +36,19 @@ class CacheIn:
         return args + (["--timing-cache-in", str(self.path_in)] if self.path_in else [])
 
 
-def before_build(ctx: WorkerContext, row: Build, toolchain: runner.Toolchain, tmp: Path, log: BuildLog) -> CacheIn:
+def before_build(ctx: WorkerContext, job: BuildJob, toolchain: launcher.Toolchain, tmp: Path, log: BuildLog) -> CacheIn:
     gpu = ctx.gpus[0] if ctx.gpus else {"sku": "unknown", "cc": "unknown"}
-    partition = timing_caches.partition_key(version=toolchain.version, cc=gpu["cc"], sku=gpu["sku"], spec=row.spec)
+    partition = timing_caches.partition_key(version=toolchain.version, cc=gpu["cc"], sku=gpu["sku"], spec=job.spec)
     newest = timing_caches.newest(ctx.db, partition)
     path_in = None
     if newest.digest:
         path_in = tmp / "timing-cache.in"
         ctx.blobs.get_to_file(newest.digest, path_in)
     log.write(f"timing cache {partition}: generation {newest.generation}, {newest.size} bytes")
-    return CacheIn(partition, newest.generation, path_in, tmp / "timing-cache.out", newest.size)
+    return CacheIn(job.build_id, partition, newest.generation, path_in, tmp / "timing-cache.out", newest.size)
 
 
-def after_build(ctx: WorkerContext, row: Build, toolchain: runner.Toolchain, cache: CacheIn, meta: dict,
+def after_build(ctx: WorkerContext, toolchain: launcher.Toolchain, cache: CacheIn, meta: dict,
                 tmp: Path, log: BuildLog) -> dict[str, Any]:
     used = meta.get("timing_cache") or {}
     record: dict[str, Any] = {
@@ -61,7 +63,8 @@ def after_build(ctx: WorkerContext, row: Build, toolchain: runner.Toolchain, cac
         newest = timing_caches.newest(ctx.db, cache.partition)
         candidate = _combined(ctx, toolchain, cache, newest, tmp, log, attempt)
         blob = ctx.blobs.put_file(candidate)
-        if timing_caches.compare_and_swap(ctx.db, cache.partition, newest.generation, blob.digest, blob.size, row.id):
+        if timing_caches.compare_and_swap(ctx.db, cache.partition, newest.generation, blob.digest, blob.size,
+                                          cache.build_id):
             log.write(f"timing cache: wrote generation {newest.generation + 1} ({blob.size} bytes)")
             return {**record, "written_generation": newest.generation + 1, "size_after": blob.size,
                     "cas_conflicts": attempt}
@@ -70,7 +73,7 @@ def after_build(ctx: WorkerContext, row: Build, toolchain: runner.Toolchain, cac
     return {**record, "written_generation": None, "size_after": None, "cas_conflicts": CAS_ATTEMPTS}
 
 
-def _combined(ctx: WorkerContext, toolchain: runner.Toolchain, cache: CacheIn, newest: timing_caches.CacheVersion,
+def _combined(ctx: WorkerContext, toolchain: launcher.Toolchain, cache: CacheIn, newest: timing_caches.CacheVersion,
               tmp: Path, log: BuildLog, attempt: int) -> Path:
     """Our cache when nobody wrote since we read; else the newest combined with ours."""
     if newest.generation == cache.generation or newest.digest is None:
@@ -78,7 +81,7 @@ def _combined(ctx: WorkerContext, toolchain: runner.Toolchain, cache: CacheIn, n
     theirs, merged = tmp / f"timing-cache.newest{attempt}", tmp / f"timing-cache.merged{attempt}"
     ctx.blobs.get_to_file(newest.digest, theirs)
     try:
-        runner.run(toolchain, "merge", ["--cache", str(theirs), "--cache", str(cache.path_out), "--out", str(merged)],
+        launcher.run(toolchain, "merge", ["--cache", str(theirs), "--cache", str(cache.path_out), "--out", str(merged)],
                    workdir=tmp, log=log, timeout=300, env=ctx.runner_env())
     except RunnerFailed as exc:
         log.write(f"timing cache: merge failed ({exc}); keeping ours")

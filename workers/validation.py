@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from registry import onnxinfo
 from registry.errors import InvalidInput, InvalidSpec
 
 if TYPE_CHECKING:
@@ -71,26 +72,13 @@ class InputSpec:
 
 def input_specs(model_path: str | Path) -> list[InputSpec]:
     """Graph inputs that are not initializers, read without loading external data."""
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
-    initializers = {i.name for i in model.graph.initializer}
-    return [_input_spec(vi) for vi in model.graph.input if vi.name not in initializers]
+    return [_input_spec(d) for d in onnxinfo.graph_io(onnxinfo.load(model_path), inputs=True)]
 
 
-def _input_spec(value_info: Any) -> InputSpec:
-    import numpy as np
-    from onnx import helper
-
-    tensor = value_info.type.tensor_type
-    if not value_info.type.HasField("tensor_type"):
-        raise InvalidInput(f"input {value_info.name!r} is not a tensor; validation handles tensor inputs only")
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
-    if not tensor.HasField("shape"):
-        return InputSpec(value_info.name, dtype, None, ())
-    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
-    names = tuple(d.dim_param if d.HasField("dim_param") and d.dim_param else None for d in tensor.shape.dim)
-    return InputSpec(value_info.name, dtype, shape, names)
+def _input_spec(desc: onnxinfo.TensorDesc) -> InputSpec:
+    if not desc.is_tensor:
+        raise InvalidInput(f"input {desc.name!r} is not a tensor; validation handles tensor inputs only")
+    return InputSpec(desc.name, onnxinfo.numpy_dtype(desc.elem_type), desc.dims, desc.dim_names)
 
 
 # --------------------------------------------------------------------------------------------- shapes

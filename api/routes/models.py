@@ -8,21 +8,22 @@ from pathlib import Path, PurePosixPath
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api.deps import Farm, farm, session
+from api.deps import stores
 from registry.errors import InvalidModel
 from registry.schemas import ModelInfo
 from registry.services import models
+from registry.stores import FarmStores
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.post("", response_model=ModelInfo, status_code=201,
              responses={200: {"model": ModelInfo, "description": "already registered"}})
-async def upload_model(request: Request, state: Farm = Depends(farm)) -> JSONResponse:
-    form = await request.form(max_files=10_000, max_part_size=state.settings.max_upload_mib << 20)
+async def upload_model(request: Request, farm: FarmStores = Depends(stores)) -> JSONResponse:
+    form = await request.form(max_files=10_000, max_part_size=farm.settings.max_upload_mib << 20)
     main = form.get("file")
     if not isinstance(main, UploadFile):
         raise InvalidModel("multipart field 'file' (the .onnx) is missing; external data goes in fields named 'files'")
@@ -33,9 +34,7 @@ async def upload_model(request: Request, state: Farm = Depends(farm)) -> JSONRes
         _store(main, folder / main_name)
         for f in extra:
             _store(f, folder / _safe_name(f.filename or ""))
-        from starlette.concurrency import run_in_threadpool
-
-        info, created = await run_in_threadpool(models.register_model, state.db, state.blobs, folder, main_name)
+        info, created = await run_in_threadpool(models.register_model, farm.db, farm.blobs, folder, main_name)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         await form.close()
@@ -57,11 +56,11 @@ def _store(upload: UploadFile, dest: Path) -> None:
 
 
 @router.head("/{model_id}")
-def model_exists(model_id: str, s: Session = Depends(session)) -> Response:
-    models.get_model(s, model_id)
+def model_exists(model_id: str, farm: FarmStores = Depends(stores)) -> Response:
+    models.exists(farm.db, model_id)
     return Response(status_code=200)
 
 
 @router.get("/{model_id}", response_model=ModelInfo)
-def get_model(model_id: str, s: Session = Depends(session)) -> ModelInfo:
-    return models.model_info(s, models.get_model(s, model_id))
+def get_model(model_id: str, farm: FarmStores = Depends(stores)) -> ModelInfo:
+    return models.read(farm.db, model_id)

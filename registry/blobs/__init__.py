@@ -78,7 +78,7 @@ def open_blob_store(
     raise InvalidInput(f"unsupported blob store URL scheme {scheme!r} in {url!r}: use {ACCEPTED_FORMS}")
 
 
-def __getattr__(name: str):  # lazy: importing registry.blobs must not import boto3
+def __getattr__(name: str) -> type:  # lazy: importing registry.blobs must not import boto3
     if name == "S3BlobStore":
         from registry.blobs.s3 import S3BlobStore
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.atomic import temp_file
 from registry.digests import CHUNK, is_digest
 from registry.errors import BlobError, DigestMismatch, FarmError
 
@@ -139,18 +140,9 @@ class BlobStore(ABC):
                     f"blob {digest} is stored with {size} bytes, expected {expected_size}",
                     details={"digest": digest, "size": size, "expected_size": expected_size},
                 )
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    h, n = _copy_verifying(chunks, f.write, digest, size, where=self.describe())
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(tmp_name, 0o644)
-                os.replace(tmp_name, dest)
-            except BaseException:
-                _unlink_quietly(tmp_name)
-                raise
+            with temp_file(dest.parent, prefix=f".{dest.name}.part-") as tmp:
+                h, n = _copy_verifying(chunks, tmp.file.write, digest, size, where=self.describe())
+                tmp.commit(dest, file_mode=0o644, fsync=True)
         finally:
             _close(chunks)
         return BlobInfo(digest, n)
@@ -182,7 +174,7 @@ class BlobStore(ABC):
 
 
 def _copy_verifying(
-    chunks: Iterable[bytes], write, digest: str, size: int, *, where: str
+    chunks: Iterable[bytes], write: Callable[[bytes], object], digest: str, size: int, *, where: str
 ) -> tuple[hashlib._Hash, int]:  # type: ignore[name-defined]
     h, n = hashlib.sha256(), 0
     for chunk in chunks:
@@ -258,26 +250,20 @@ class ChunkReader(Iterator[bytes]):
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with suppress(Exception):  # pragma: no cover - a finalizer must not raise
             self.close()
-        except Exception:  # pragma: no cover
-            pass
 
 
 def _close(it: object) -> None:
     close = getattr(it, "close", None)
     if close is not None:
-        try:
+        with suppress(Exception):  # pragma: no cover - best effort
             close()
-        except Exception:  # pragma: no cover - best effort
-            pass
 
 
 def _unlink_quietly(path: str | os.PathLike[str]) -> None:
-    try:
+    with suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 __all__ = ["BlobInfo", "BlobStore", "ChunkReader", "check_digest", "CHUNK"]

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
+from registry.atomic import temp_file
 from registry.blobs.base import (
     BlobInfo,
     BlobStore,
@@ -57,17 +58,12 @@ class LocalBlobStore(BlobStore):
         return self._ingest((view[i : i + CHUNK] for i in range(0, len(view), CHUNK)), expected_digest)
 
     def _ingest(self, chunks: Iterable[bytes], expected_digest: str | None) -> BlobInfo:
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix="put-", suffix=".part")
-        try:
+        with temp_file(self.tmp_dir, prefix="put-") as tmp:
             h, size = hashlib.sha256(), 0
-            with os.fdopen(fd, "wb") as f:
-                for chunk in chunks:
-                    h.update(chunk)
-                    f.write(chunk)
-                    size += len(chunk)
-                f.flush()
-                os.fsync(f.fileno())
+            for chunk in chunks:
+                h.update(chunk)
+                tmp.file.write(chunk)
+                size += len(chunk)
             digest = sha256_digest(h)
             if expected_digest is not None and digest != expected_digest:
                 raise mismatch(expected_digest, digest, size, where="upload rejected")
@@ -76,13 +72,8 @@ class LocalBlobStore(BlobStore):
                 if self._existing_is_good(final, digest, size):
                     return BlobInfo(digest, size)  # write-once: leave the stored blob alone
                 log.warning("blob %s in %s is corrupt on disk; replacing it", digest, self.describe())
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(tmp_name, BLOB_MODE)
-            os.replace(tmp_name, final)
-            _fsync_dir(final.parent)
+            tmp.commit(final, file_mode=BLOB_MODE, fsync=True)
             return BlobInfo(digest, size)
-        finally:
-            _unlink_quietly(tmp_name)
 
     @staticmethod
     def _existing_is_good(path: Path, digest: str, size: int) -> bool:
@@ -121,7 +112,7 @@ class LocalBlobStore(BlobStore):
         f = self._open(digest)  # size from the open handle: no window between stat and open
         return os.fstat(f.fileno()).st_size, _read_chunks(f, 0, None)
 
-    def _open(self, digest: str):
+    def _open(self, digest: str) -> BinaryIO:
         path = self.path_for(digest)
         try:
             return open(path, "rb")
@@ -143,7 +134,7 @@ class LocalBlobStore(BlobStore):
         return f"folder {self.root}"
 
 
-def _read_chunks(f, start: int, end: int | None) -> ChunkReader:
+def _read_chunks(f: BinaryIO, start: int, end: int | None) -> ChunkReader:
     try:
         if start:
             f.seek(start)
@@ -153,15 +144,3 @@ def _read_chunks(f, start: int, end: int | None) -> ChunkReader:
     remaining = None if end is None else max(0, end - start)
     return ChunkReader(f.read, f.close, remaining)
 
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)

@@ -331,13 +331,9 @@ class S3BlobStore(BlobStore):
 
     def _multipart_upload(self, f: BinaryIO, digest: str, size: int, overwrite: bool) -> bool:
         """Upload ``f`` under ``digest``. False when the conditional complete was refused (retry)."""
-        from botocore.exceptions import ClientError
-
         key = self.object_key(digest)
-        client = self.client
-        chunksize = max(self.multipart_chunksize, math.ceil(size / MAX_PARTS))
         with self._errors("CreateMultipartUpload", digest):
-            upload_id = client.create_multipart_upload(
+            upload_id = self.client.create_multipart_upload(
                 Bucket=self.bucket,
                 Key=key,
                 ContentType="application/octet-stream",
@@ -346,70 +342,71 @@ class S3BlobStore(BlobStore):
             )["UploadId"]
         completed = False
         try:
-            h, n = hashlib.sha256(), 0
-            futures: list[Future[dict[str, Any]]] = []
-            with ThreadPoolExecutor(
-                max_workers=self.max_concurrency, thread_name_prefix="s3-part"
-            ) as pool:
-                part_no = 1
-                while True:
-                    chunk = f.read(chunksize)
-                    if not chunk:
-                        break
-                    h.update(chunk)
-                    n += len(chunk)
-                    pending = [fut for fut in futures if not fut.done()]
-                    while len(pending) > self.max_concurrency:  # bounds memory to ~(c+1) parts
-                        wait(pending, return_when=FIRST_COMPLETED)
-                        pending = [fut for fut in pending if not fut.done()]
-                    for fut in futures:  # fail fast on a failed part
-                        if fut.done() and fut.exception() is not None:
-                            fut.result()
-                    futures.append(pool.submit(self._upload_part, key, upload_id, part_no, chunk))
-                    part_no += 1
-                parts = [fut.result() for fut in futures]
-            actual = sha256_digest(h)
-            if actual != digest or n != size:
-                raise BlobError(
-                    f"the file changed while it was being uploaded: it hashed to {digest} "
-                    f"({size} bytes) and then to {actual} ({n} bytes); nothing was stored",
-                    details={"expected": digest, "actual": actual},
-                )
-            while True:
-                conditional = self.conditional_writes and not overwrite
-                kwargs: dict[str, Any] = dict(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                )
-                if conditional:
-                    kwargs["IfNoneMatch"] = "*"
-                with self._errors("CompleteMultipartUpload", digest):
-                    try:
-                        client.complete_multipart_upload(**kwargs)
-                        completed = True
-                        return True
-                    except ClientError as e:
-                        if conditional and _is_not_implemented(e):
-                            self._disable_conditional_writes(e)
-                            # Re-check: someone may have written it while we uploaded.
-                            state = self._existing_state(digest, size)
-                            if state is None:
-                                return True  # (finally aborts our now-useless upload)
-                            overwrite = state
-                            continue
-                        if conditional and (
-                            _is_precondition_failed(e) or _is_conditional_conflict(e)
-                        ):
-                            return False
-                        raise
+            parts = self._upload_parts(f, key, upload_id, digest, size)
+            outcome = self._complete(key, upload_id, parts, digest, size, overwrite)
+            completed = outcome == "completed"
+            return outcome != "refused"  # "stored": someone else's copy is good (finally aborts ours)
         finally:
             if not completed:
                 try:
-                    client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-                except Exception as e:  # best effort; a lifecycle rule cleans up the rest
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                except Exception as e:  # noqa: BLE001 - best effort; a lifecycle rule cleans up the rest
                     log.warning("could not abort multipart upload %s of %s: %s", upload_id, key, e)
+
+    def _upload_parts(self, f: BinaryIO, key: str, upload_id: str, digest: str, size: int) -> list[dict[str, Any]]:
+        """Upload ``f`` in parts, at most max_concurrency at once (memory ~(c+1) parts), hashing as it goes."""
+        chunksize = max(self.multipart_chunksize, math.ceil(size / MAX_PARTS))
+        h, n = hashlib.sha256(), 0
+        futures: list[Future[dict[str, Any]]] = []
+        with ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="s3-part") as pool:
+            while chunk := f.read(chunksize):
+                h.update(chunk)
+                n += len(chunk)
+                pending = [fut for fut in futures if not fut.done()]
+                while len(pending) > self.max_concurrency:
+                    wait(pending, return_when=FIRST_COMPLETED)
+                    pending = [fut for fut in pending if not fut.done()]
+                for fut in futures:  # fail fast on a failed part
+                    if fut.done() and fut.exception() is not None:
+                        fut.result()
+                futures.append(pool.submit(self._upload_part, key, upload_id, len(futures) + 1, chunk))
+            parts = [fut.result() for fut in futures]
+        actual = sha256_digest(h)
+        if actual != digest or n != size:
+            raise BlobError(
+                f"the file changed while it was being uploaded: it hashed to {digest} "
+                f"({size} bytes) and then to {actual} ({n} bytes); nothing was stored",
+                details={"expected": digest, "actual": actual},
+            )
+        return parts
+
+    def _complete(self, key: str, upload_id: str, parts: list[dict[str, Any]], digest: str, size: int,
+                  overwrite: bool) -> str:
+        """CompleteMultipartUpload, conditional (If-None-Match) unless overwriting a corrupt copy: "completed",
+        "stored" (a good copy appeared meanwhile), or "refused" (the conditional complete lost; retry)."""
+        from botocore.exceptions import ClientError
+
+        while True:
+            conditional = self.conditional_writes and not overwrite
+            kwargs: dict[str, Any] = dict(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                          MultipartUpload={"Parts": parts})
+            if conditional:
+                kwargs["IfNoneMatch"] = "*"
+            with self._errors("CompleteMultipartUpload", digest):
+                try:
+                    self.client.complete_multipart_upload(**kwargs)
+                    return "completed"
+                except ClientError as e:
+                    if conditional and _is_not_implemented(e):
+                        self._disable_conditional_writes(e)
+                        state = self._existing_state(digest, size)  # someone may have written it meanwhile
+                        if state is None:
+                            return "stored"
+                        overwrite = state
+                        continue
+                    if conditional and (_is_precondition_failed(e) or _is_conditional_conflict(e)):
+                        return "refused"
+                    raise
 
     def _upload_part(self, key: str, upload_id: str, part_no: int, chunk: bytes) -> dict[str, Any]:
         checksum = _b64(hashlib.sha256(chunk).digest())

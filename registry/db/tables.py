@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from registry.status import BuildStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -28,6 +30,19 @@ class UTCDateTime(TypeDecorator):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value
+
+
+class StatusColumn(TypeDecorator):
+    """A BuildStatus stored as its name (VARCHAR), read back as the enum."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: BuildStatus | str | None, dialect: Any) -> str | None:
+        return None if value is None else BuildStatus(value).value
+
+    def process_result_value(self, value: str | None, dialect: Any) -> BuildStatus | None:
+        return None if value is None else BuildStatus(value)
 
 
 class Base(DeclarativeBase):
@@ -73,7 +88,7 @@ class Build(Base):
     spec_family: Mapped[str] = mapped_column(String(64))
     plugins: Mapped[list[Any]]
     calibration: Mapped[str | None] = mapped_column(String(71))
-    status: Mapped[str] = mapped_column(String(16), index=True)  # queued running succeeded failed cancelled
+    status: Mapped[BuildStatus] = mapped_column(StatusColumn(), index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)
     lease_until: Mapped[datetime | None]

@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry import compat
+from registry.db.session import Database
 from registry.db.tables import Engine
 from registry.errors import EngineNotFound, InvalidInput
 from registry.schemas import EngineInfo, Resolution
@@ -20,11 +21,17 @@ def get_engine(session: Session, engine_id: str) -> Engine:
     return row
 
 
-def list_engines(session: Session, model: str | None = None) -> list[EngineInfo]:
+def list_engines(db: Database, model: str | None = None) -> list[EngineInfo]:
     query = select(Engine).order_by(Engine.created_at.desc())
     if model:
         query = query.where(Engine.model_id == model)
-    return [engine_info(r) for r in session.scalars(query)]
+    with db.session() as s:
+        return [engine_info(r) for r in s.scalars(query)]
+
+
+def read(db: Database, engine_id: str) -> EngineInfo:
+    with db.session() as s:
+        return engine_info(get_engine(s, engine_id))
 
 
 def engine_info(row: Engine) -> EngineInfo:
@@ -39,19 +46,19 @@ def engine_info(row: Engine) -> EngineInfo:
     )
 
 
-def resolve(session: Session, model: str, runtime: compat.Runtime, spec_family: str | None = None,
+def resolve(db: Database, model: str, runtime: compat.Runtime, spec_family: str | None = None,
             shapes: dict[str, tuple[int, ...]] | None = None, include_failed_validation: bool = False) -> Resolution:
     """The best engine for the runtime; with `shapes`, only engines whose profiles hold those shapes."""
-    model_row = get_model(session, model)
     query = select(Engine).where(Engine.model_id == model)
     if spec_family:
         query = query.where(Engine.spec_family == spec_family)
-    rows = {r.id: r for r in session.scalars(query)}
+    with db.session() as s:
+        inputs = get_model(s, model).inputs
+        rows = {r.id: r for r in s.scalars(query)}
     usable = {i: r for i, r in rows.items() if include_failed_validation or r.validation_passed is not False}
     if shapes:
-        usable = _holding(usable, shapes, model_row.inputs)
-    candidates = [_candidate(r) for r in usable.values()]
-    found = compat.resolve(candidates, runtime, model=model)
+        usable = _holding(usable, shapes, inputs)
+    found = compat.resolve([_candidate(r) for r in usable.values()], runtime, model=model)
     return Resolution(engine=engine_info(rows[found.candidate.engine_id]), match_class=found.match_class,
                       reason=found.reason, warning=found.warning)
 

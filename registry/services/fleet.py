@@ -8,8 +8,10 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from registry.db.session import Database
 from registry.db.tables import Worker, utcnow
 from registry.errors import AmbiguousTarget, InvalidTarget, UnservedTarget
+from registry.schemas import WorkerInfo
 from registry.spec import BuildSpec
 from registry.targets import AMPERE_PLUS, Target, cc_tuple, device_class
 
@@ -31,15 +33,36 @@ class Offer:
         return self.sku or self.cpu or "?"
 
 
-def heartbeat(session: Session, *, name: str, hostname: str, toolchains: list, devices: list, queues: list,
-              current_build: str | None = None) -> None:
-    worker = session.get(Worker, name)
-    if worker is None:
-        worker = Worker(name=name, hostname=hostname, toolchains=toolchains, devices=devices, queues=queues)
-        session.add(worker)
-    worker.toolchains, worker.devices, worker.queues = toolchains, devices, queues
-    worker.current_build = current_build
-    worker.last_seen = utcnow()
+@dataclass(frozen=True)
+class Beat:
+    """What a worker advertises on every heartbeat."""
+
+    name: str
+    hostname: str
+    toolchains: list[dict]
+    devices: list[dict]
+    queues: list[str]
+    current_build: str | None = None
+
+
+def heartbeat(db: Database, beat: Beat) -> None:
+    """Record that the worker is alive, what it serves and what it builds now."""
+    with db.session() as s:
+        worker = s.get(Worker, beat.name)
+        if worker is None:
+            worker = Worker(name=beat.name, hostname=beat.hostname, toolchains=beat.toolchains,
+                            devices=beat.devices, queues=beat.queues)
+            s.add(worker)
+        worker.hostname, worker.toolchains, worker.devices = beat.hostname, beat.toolchains, beat.devices
+        worker.queues, worker.current_build, worker.last_seen = beat.queues, beat.current_build, utcnow()
+
+
+def worker_infos(db: Database, live_s: int) -> list[WorkerInfo]:
+    """Every worker the farm has seen, with whether its heartbeat is recent."""
+    with db.session() as s:
+        live = {w.name for w in live_workers(s, live_s)}
+        rows = s.scalars(select(Worker).order_by(Worker.name))
+        return [WorkerInfo.model_validate(w).model_copy(update={"live": w.name in live}) for w in rows]
 
 
 def live_workers(session: Session, live_s: int) -> list[Worker]:
@@ -78,7 +101,7 @@ def serves(offer: Offer, kind: str, version: str | None, device: str | None) -> 
 def complete_target(target: Target, spec: BuildSpec, fleet: list[Offer]) -> tuple[Target, BuildSpec]:
     """Fill a partial target from the fleet and derive the key's device component.
 
-    Device component (DESIGN.md): the SKU slug with hardware compatibility `none`, sm_XX with
+    Device component (docs/design.md): the SKU slug with hardware compatibility `none`, sm_XX with
     `same_compute_capability`, `ampere_plus` with `ampere_plus`. A target `@ampere_plus` implies the
     ampere_plus hardware compatibility level.
     """
@@ -163,6 +186,3 @@ def spec_features(spec: BuildSpec) -> list[str]:
         if getattr(spec, name) != getattr(default, name):
             needed.append(f"{name}={getattr(spec, name)}")
     return needed
-
-def all_workers(session: Session) -> list[Worker]:
-    return list(session.scalars(select(Worker).order_by(Worker.name)))

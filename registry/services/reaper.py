@@ -12,9 +12,10 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from registry.db.session import Database
-from registry.db.tables import Build, Outbox, utcnow
-from registry.services import fleet
+from registry.db.tables import Build, utcnow
+from registry.services import fleet, outbox
 from registry.settings import Settings
+from registry.status import BuildStatus
 
 
 @dataclass
@@ -28,48 +29,30 @@ def reap(db: Database, settings: Settings) -> ReapReport:
     report = ReapReport([], [], [])
     now = utcnow()
     with db.session() as s:
-        expired = s.scalars(select(Build).where(Build.status == "running", Build.lease_until < now)).all()
+        expired = s.scalars(select(Build).where(Build.status == BuildStatus.RUNNING, Build.lease_until < now)).all()
         for b in expired:
             _expire(s, b, report)
         workers = fleet.live_workers(s, settings.worker_live_s)
         idle_queues = {q for w in workers if w.current_build is None for q in w.queues}
         stale = now - timedelta(seconds=settings.requeue_stale_s)
-        for b in s.scalars(select(Build).where(Build.status == "queued")).all():
+        for b in s.scalars(select(Build).where(Build.status == BuildStatus.QUEUED)).all():
             b.waiting_reason = fleet.waiting_reason(b.queue, workers)
-            if b.queue in idle_queues and (b.enqueued_at or b.created_at) < stale and not _pending(s, b.id):
-                s.add(Outbox(build_id=b.id, queue=b.queue))
+            if b.queue in idle_queues and (b.enqueued_at or b.created_at) < stale and not outbox.has_pending(s, b.id):
+                outbox.enqueue(s, b.id, b.queue)
                 report.republished.append(b.id)
     return report
 
 
 def _expire(s, b: Build, report: ReapReport) -> None:  # noqa: ANN001
-    guard = (Build.id == b.id) & (Build.attempt == b.attempt) & (Build.status == "running")
+    guard = (Build.id == b.id) & (Build.attempt == b.attempt) & (Build.status == BuildStatus.RUNNING)
     if b.attempt >= b.max_attempts:
         s.execute(update(Build).where(guard).values(
-            status="failed", finished_at=utcnow(), lease_until=None, error_code="lease_expired",
+            status=BuildStatus.FAILED, finished_at=utcnow(), lease_until=None, error_code="lease_expired",
             error_message=f"the lease expired on attempt {b.attempt} of {b.max_attempts} (last worker {b.worker}); "
                           "workers died or lost the database. Resubmit to try again."))
         report.failed.append(b.id)
         return
-    if s.execute(update(Build).where(guard).values(status="queued", lease_until=None,
+    if s.execute(update(Build).where(guard).values(status=BuildStatus.QUEUED, lease_until=None,
                                                    progress=f"lease expired on {b.worker}; requeued")).rowcount:
-        s.add(Outbox(build_id=b.id, queue=b.queue))
+        outbox.enqueue(s, b.id, b.queue)
         report.requeued.append(b.id)
-
-
-def _pending(s, build_id: str) -> bool:  # noqa: ANN001
-    return s.scalar(select(Outbox.id).where(Outbox.build_id == build_id, Outbox.published_at.is_(None))) is not None
-
-
-def pending_outbox(db: Database, limit: int = 100) -> list[tuple[int, str, str]]:
-    with db.session() as s:
-        rows = s.execute(select(Outbox.id, Outbox.build_id, Outbox.queue).where(Outbox.published_at.is_(None))
-                         .order_by(Outbox.id).limit(limit)).all()
-        return [tuple(r) for r in rows]
-
-
-def mark_published(db: Database, outbox_id: int, build_id: str) -> None:
-    now = utcnow()
-    with db.session() as s:
-        s.execute(update(Outbox).where(Outbox.id == outbox_id).values(published_at=now))
-        s.execute(update(Build).where(Build.id == build_id).values(enqueued_at=now))

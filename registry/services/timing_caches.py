@@ -1,6 +1,6 @@
 """Shared timing caches: one per partition, replaced by compare-and-swap on a generation number.
 
-Partition (DESIGN.md): toolchain version, compute capability, SKU, and the flags that change tactic
+Partition (docs/design.md): toolchain version, compute capability, SKU, and the flags that change tactic
 choice (precision flags, tf32, hardware compatibility level, tactic sources).
 """
 
@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from registry.db.session import Database
 from registry.db.tables import TimingCache, utcnow
+from registry.spec import BuildSpec
 
 
 @dataclass(frozen=True)
@@ -23,14 +24,13 @@ class CacheVersion:
     size: int
 
 
-def partition_key(*, version: str, cc: str, sku: str, spec: dict) -> str:
-    precision = "+".join(spec.get("precision") or ["fp32"])
+def partition_key(*, version: str, cc: str, sku: str, spec: BuildSpec) -> str:
     flags = [
-        f"p={precision}",
-        f"tf32={int(bool(spec.get('tf32', True)))}",
-        f"st={int(bool(spec.get('strongly_typed')))}",
-        f"hw={spec.get('hardware_compatibility', 'none')}",
-        f"ts={'+'.join(spec.get('tactic_sources') or ['default'])}",
+        f"p={'+'.join(spec.precision or ('fp32',))}",
+        f"tf32={int(spec.tf32)}",
+        f"st={int(spec.strongly_typed)}",
+        f"hw={spec.hardware_compatibility}",
+        f"ts={'+'.join(spec.tactic_sources or ('default',))}",
     ]
     return f"tensorrt-{version}/{cc}/{sku}/{','.join(flags)}"
 

@@ -44,21 +44,22 @@ def test_processes_declaring_the_same_queues_at_once_all_succeed(tmp_path):
 
 
 def test_dispatcher_takes_a_fresh_broker_connection_after_an_error(tmp_path, monkeypatch):
-    from workers import main
+    from workers import dispatcher
 
     settings = Settings(home=tmp_path, relay_interval_s=0.01, reaper_interval_s=3600)
     stop = threading.Event()
     connections = []
 
-    def relay(db, app, producer):  # noqa: ANN001
-        connections.append(producer.connection)
+    def relay(db, publish):  # noqa: ANN001
+        publish(dispatcher.outbox.Message(len(connections), "b", QUEUES[0]))  # opens a connection if none
+        connections.append(publish._conn)
         if len(connections) == 1:
             raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: kombu_queue.name")
         stop.set()
 
-    monkeypatch.setattr(main, "_relay", relay)
-    monkeypatch.setattr(main.reaper, "reap", lambda db, settings: None)
-    thread = threading.Thread(target=main.run_dispatcher, args=(settings, stop), daemon=True)
+    monkeypatch.setattr(dispatcher.outbox, "relay", relay)
+    monkeypatch.setattr(dispatcher.reaper, "reap", lambda db, settings: None)
+    thread = threading.Thread(target=dispatcher.run_dispatcher, args=(settings, stop), daemon=True)
     thread.start()
     thread.join(30)
     assert not thread.is_alive()

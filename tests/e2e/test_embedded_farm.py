@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.embedded import EmbeddedFarm, cli, processes_with_env, user_env
+from tests.embedded import EmbeddedFarm, cli, processes_with_env, user_env
 from tests.models import convnet
 from tests.net import free_port
 
@@ -90,7 +90,8 @@ def test_submit_wait_json_succeeds(submitted, user):
     build = submitted
     assert build["status"] == "succeeded", build
     assert build["toolchain"] == "onnxruntime"
-    assert build["target"].startswith("onnxruntime==") and ("@x86_64-" in build["target"] or "@aarch64-" in build["target"])
+    assert build["target"].startswith("onnxruntime==") and ("@x86_64-" in build["target"]
+                                                            or "@aarch64-" in build["target"])
     assert build["model"] == "sha256:" + hashlib.sha256(user["model"].read_bytes()).hexdigest()
     assert build["spec"]["profiles"] == [PROFILE]
     assert build["engine_id"] and build["attempt"] == 1 and build["worker"]
@@ -191,7 +192,7 @@ def test_not_an_onnx_file_is_a_clear_error(user, farm, submitted):
     done = cli("submit", str(bad), "--target", "onnxruntime", env=user["env"], cwd=user["cwd"])
     assert done.returncode != 0
     text = " ".join(done.stderr.split())
-    assert "is not a readable ONNX model" in text and "notes.onnx" in text
+    assert "is not an ONNX model" in text and "notes.onnx" in text
     assert "Traceback" not in done.stderr
     missing = cli("submit", "nowhere.onnx", "--target", "onnxruntime", env=user["env"], cwd=user["cwd"])
     assert missing.returncode != 0 and "neither a model id" in " ".join(missing.stderr.split())
@@ -229,7 +230,8 @@ def test_sdk_fetch_is_cached_and_works_with_the_farm_stopped(tmp_path):
     import numpy as np
     import onnxruntime as ort
 
-    from registry.client import Farm, Unreachable
+    from registry.client import Farm
+    from registry.errors import Unreachable
 
     model = convnet(tmp_path / "model.onnx", size=16, seed=3)
     spec = {"profiles": [PROFILE]}

@@ -54,7 +54,8 @@ def trt_probe(results: support.Results) -> dict:
     results.record("host", tensorrt=info["version"], tensorrt_python=info.get("python"), features=info["features"],
                    gpus=[{k: d.get(k) for k in ("index", "name", "sku", "cc", "memory_mib", "driver")} for d in gpus],
                    driver=gpus[0].get("driver"), worker_python=platform.python_version(),
-                   started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), cuda_cache_disable=os.environ.get("CUDA_CACHE_DISABLE"))
+                   started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                   cuda_cache_disable=os.environ.get("CUDA_CACHE_DISABLE"))
     try:
         import onnxruntime
 
@@ -74,7 +75,7 @@ def farm(trt_probe: dict, tmp_path_factory: pytest.TempPathFactory, logs_dir: Pa
     """The session's embedded farm: one TensorRT worker per GPU the toolchain sees."""
     gpus = len(trt_probe["devices"])
     started = time.monotonic()
-    instance = support.EmbeddedFarm(tmp_path_factory.mktemp("farm-session"), "auto", expected_workers=gpus)
+    instance = support.gpu_farm(tmp_path_factory.mktemp("farm-session"), "auto", expected_workers=gpus)
     try:
         instance.start()
     except Exception:
@@ -82,7 +83,7 @@ def farm(trt_probe: dict, tmp_path_factory: pytest.TempPathFactory, logs_dir: Pa
         instance.save_logs(logs_dir / "farm-logs.txt")
         raise
     results_singleton().record("farm", start_seconds=round(time.monotonic() - started, 2), workers=[
-        {"name": w.name, "queues": w.queues} for w in instance.workers])
+        {"name": w.name, "queues": w.queues} for w in instance.live])
     yield instance
     instance.stop()
     instance.save_logs(logs_dir / "farm-logs.txt", chars=150_000)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.net import free_port
+from tests.embedded import EmbeddedFarm
+from workers.toolchains import runner_argv
 
 REPO = Path(__file__).resolve().parents[2]
 TACTICS = ["edge_mask_convolutions", "jit_convolutions"]  # the kit's cuBLAS/cuDNN are stubs
@@ -38,8 +37,8 @@ SKIP_REASON = ("no TensorRT toolchain: set TRTFARM_TOOLCHAINS=tensorrt=/opt/trt8
                "on a GPU host (see scripts/gpu-suite.sh and ../shared/gpu/README.md)")
 
 
-def runner_script() -> Path:
-    return REPO / "workers" / "toolchains" / "tensorrt_runner.py"
+def runner_command() -> list[str]:
+    return runner_argv("tensorrt", TRT_PYTHON)
 
 
 # ------------------------------------------------------------------------------------------------ results
@@ -77,7 +76,7 @@ class Results:
 
 
 def probe() -> dict[str, Any]:
-    done = subprocess.run([TRT_PYTHON, str(runner_script()), "--probe"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*runner_command(), "--probe"], capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"tensorrt runner --probe failed ({done.returncode}): {done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -93,7 +92,7 @@ def runner_call(command: str, args: list[str], workdir: Path, *, gpu: int | None
         full_env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     started = time.monotonic()
     try:
-        done = subprocess.run([TRT_PYTHON, str(runner_script()), command, *map(str, args), "--result", str(result)],
+        done = subprocess.run([*runner_command(), command, *map(str, args), "--result", str(result)],
                               capture_output=True, text=True, timeout=timeout, env=full_env)
     except subprocess.TimeoutExpired as exc:
         tail = (exc.stderr or b"")[-4000:]
@@ -167,72 +166,15 @@ def plan_header_version(path: Path) -> str:
 # ------------------------------------------------------------------------------------------ the farm
 
 
-class EmbeddedFarm:
-    """`python -m registry.cli up --home H --port P --gpus G` in its own process group."""
+def tensorrt_worker(worker: Any) -> bool:
+    """A live worker that builds with TensorRT on a GPU (what the GPU suite's farm waits for)."""
+    return any(t["kind"] == "tensorrt" for t in worker.toolchains) and any(d.get("sku") for d in worker.devices)
 
-    def __init__(self, home: Path, gpus: str = "auto", expected_workers: int = 1) -> None:
-        self.home, self.gpus, self.expected = home, gpus, expected_workers
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 240) -> EmbeddedFarm:
-        from registry.client import Farm
-
-        self.home.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("TRTFARM_HOME", None)
-        log = open(self.home / "farm.log", "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "registry.cli", "up", "--home", str(self.home), "--port", str(self.port),
-             "--gpus", self.gpus], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        with Farm(self.url, cache_dir=self.home / "client-cache") as farm:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"the farm exited {self.proc.returncode}:\n{self.log_tail()}")
-                try:
-                    live = [w for w in farm.workers() if w.live and any(t["kind"] == "tensorrt" for t in w.toolchains)
-                            and any(d.get("sku") for d in w.devices)]
-                    if len(live) >= self.expected:
-                        self.workers = live
-                        return self
-                except Exception:  # noqa: BLE001 - not answering yet
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.expected} TensorRT worker(s) did not come up in {timeout:.0f} s:\n"
-                                       f"{self.log_tail()}")
-                time.sleep(0.5)
-
-    def client(self, name: str = "client-cache"):  # noqa: ANN201
-        from registry.client import Farm
-
-        return Farm(self.url, cache_dir=self.home / name, timeout=120)
-
-    def log_tail(self, chars: int = 6000) -> str:
-        parts = []
-        for path in sorted(self.home.glob("*.log")):
-            text = path.read_text(errors="replace")
-            parts.append(f"==> {path.name} <==\n{text[-chars:]}")
-        return "\n".join(parts)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGINT)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def save_logs(self, dest: Path, chars: int = 400_000) -> None:
-        """The farm's and its workers' logs, tails, into one file (for $OUT)."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(dest, "a", encoding="utf-8") as out:
-            for path in sorted(self.home.glob("*.log")):
-                text = path.read_text(errors="replace")
-                out.write(f"\n==> {self.home.name}/{path.name} ({len(text)} chars, last {chars}) <==\n{text[-chars:]}\n")
+def gpu_farm(home: Path, gpus: str = "auto", expected_workers: int = 1) -> EmbeddedFarm:
+    """The embedded farm of the GPU suite: this host's TensorRT toolchain, `expected_workers` GPU workers."""
+    return EmbeddedFarm(home, gpus=gpus, workers=expected_workers, accept=tensorrt_worker,
+                        extra_env={"TRTFARM_TOOLCHAINS": os.environ.get("TRTFARM_TOOLCHAINS", "")})
 
 
 def build_summary(farm, info) -> dict[str, Any]:  # noqa: ANN001

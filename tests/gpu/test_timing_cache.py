@@ -1,4 +1,4 @@
-"""Shared timing caches on a real GPU (DESIGN.md "Timing caches").
+"""Shared timing caches on a real GPU (docs/design.md "Timing caches").
 
 Runs first in the suite so that the FP16 partition starts empty: the first build of the medium convnet
 is cold (generation 0), everything after it finds the partition's cache.

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.embedded import EmbeddedFarm
 from tests.gpu import support
-from tests.gpu.support import TACTICS, EmbeddedFarm, build_summary, profile, wait_all
+from tests.gpu.support import TACTICS, build_summary, gpu_farm, profile, wait_all
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(support.TRT_PYTHON is None, reason=support.SKIP_REASON)]
 SECTION = "two_gpus"
@@ -43,7 +44,7 @@ def test_two_workers_share_a_batch_of_builds(trt_probe: dict, tmp_path_factory, 
     models = [convnet(folder / f"convnet-{c}.onnx", channels=c, layers=6, size=48, seed=c) for c in CHANNELS]
     outcome = {}
     for label, gpus, workers in (("two_workers", "auto", len(trt_probe["devices"])), ("one_worker", "0", 1)):
-        farm = EmbeddedFarm(tmp_path_factory.mktemp(f"farm-{label}"), gpus, expected_workers=workers)
+        farm = gpu_farm(tmp_path_factory.mktemp(f"farm-{label}"), gpus, expected_workers=workers)
         try:
             farm.start()
             outcome[label] = run_batch(farm, models)

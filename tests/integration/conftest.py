@@ -14,6 +14,7 @@ Timings are short: the reaper runs every second, builds benchmark a few iteratio
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -36,6 +37,7 @@ import redis as redis_lib
 
 from tests.net import free_port
 from tests.s3server import AWS_TEST_ENV, AWS_TEST_UNSET, start_moto_server
+from workers.toolchains import BOOTSTRAP as RUNNER_BOOTSTRAP
 
 REPO = Path(__file__).resolve().parents[2]
 PG_HOST = os.environ.get("TRTFARM_IT_PG_HOST", "127.0.0.1")
@@ -73,7 +75,8 @@ def _reachable(host: str, port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def services() -> None:
-    missing = [f"{name} at {h}:{p}" for name, h, p in (("PostgreSQL", PG_HOST, PG_PORT), ("Redis", REDIS_HOST, REDIS_PORT))
+    missing = [f"{name} at {h}:{p}" for name, h, p in (("PostgreSQL", PG_HOST, PG_PORT),
+                                                       ("Redis", REDIS_HOST, REDIS_PORT))
                if not _reachable(h, p)]
     if missing:
         pytest.fail(f"integration tests need {' and '.join(missing)} (.ci/run starts them)", pytrace=False)
@@ -120,7 +123,8 @@ class Postgres:
     def _disconnect_everyone_from_template(self) -> None:
         """The template belongs to this test session alone, so nobody has business being connected to it."""
         with _admin() as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = %s AND pid <> pg_backend_pid()",
                          (self.template,))
 
     def drop(self, url: str) -> None:
@@ -209,7 +213,8 @@ class S3:
 
     def keys(self, prefix: str) -> set[str]:
         paginator = self.client().get_paginator("list_objects_v2")
-        return {o["Key"] for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix) for o in page.get("Contents", [])}
+        return {o["Key"] for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+                for o in page.get("Contents", [])}
 
 
 @pytest.fixture(scope="session")
@@ -233,18 +238,14 @@ def s3() -> Iterator[S3]:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _kill_all(pids: list[int]) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _descendants(pid: int) -> list[int]:
@@ -294,10 +295,8 @@ class Proc:
             return
         victims = _descendants(self.popen.pid)
         _signal_group(self.popen.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
         if self.alive:
             self.kill()
         _kill_all(victims)  # runners left behind by a warm shutdown
@@ -456,7 +455,8 @@ class RunningFarm:
             self._db = None
 
     # ----- waiting on builds
-    def wait_build(self, build_id: str, until: Callable[[dict], bool] | tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+    def wait_build(self, build_id: str,
+                   until: Callable[[dict], bool] | tuple[str, ...] = ("succeeded", "failed", "cancelled"),
                    timeout: float = 90.0) -> dict:
         """Poll GET /v1/builds/{id} until `until(info)` (or its status is in `until`); return the info."""
         check = until if callable(until) else (lambda info: info["status"] in until)
@@ -483,7 +483,7 @@ def runner_pids(farm: RunningFarm) -> list[int]:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"_runner.py" in cmdline:
+            if str(RUNNER_BOOTSTRAP).encode() in cmdline:
                 found.append(pid)
     return found
 

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select
 
 from registry.db.tables import Build, Model, ModelFile, Outbox
-from registry.errors import RemoteError
-from tests.integration.conftest import RunningFarm, S3, Postgres, batch_profile, start_farm, stop_farm
+from registry.errors import TooLarge
+from tests.integration.conftest import S3, Postgres, RunningFarm, batch_profile, start_farm, stop_farm
 from tests.models import IR_VERSION, OPSET, convnet, external_data_model
 
 MISSING_MODEL = "sha256:" + "0" * 64
@@ -47,7 +47,8 @@ class Snapshot:
 
     def take(self) -> dict:
         with self.farm.db.session() as s:
-            counts = {t.__name__: s.scalar(select(func.count()).select_from(t)) for t in (Model, ModelFile, Build, Outbox)}
+            counts = {t.__name__: s.scalar(select(func.count()).select_from(t))
+                      for t in (Model, ModelFile, Build, Outbox)}
         return {**counts, "s3": self.farm.s3_keys()}
 
     def unchanged(self) -> None:
@@ -188,7 +189,7 @@ def test_oversize_upload_is_refused(farm: RunningFarm, tmp_path: Path) -> None:
         streamed = http.post("/v1/models", content=chunks(),
                              headers={"content-type": "multipart/form-data; boundary=b0undary"})
         error(streamed, 413, "too_large")
-    with farm.client() as sdk, pytest.raises(RemoteError) as exc:
+    with farm.client() as sdk, pytest.raises(TooLarge) as exc:
         sdk.upload(big)
     assert exc.value.status == 413 and exc.value.code == "too_large"
     snap.unchanged()
@@ -198,7 +199,8 @@ def test_oversize_upload_is_refused(farm: RunningFarm, tmp_path: Path) -> None:
 
 
 def _profile(name: str = "input", lo: list | None = None, opt: list | None = None, hi: list | None = None) -> dict:
-    return {"profiles": [{name: {"min": lo or [1, 3, 16, 16], "opt": opt or [2, 3, 16, 16], "max": hi or [4, 3, 16, 16]}}]}
+    return {"profiles": [{name: {"min": lo or [1, 3, 16, 16], "opt": opt or [2, 3, 16, 16],
+                                 "max": hi or [4, 3, 16, 16]}}]}
 
 
 FULL = "onnxruntime==1.99.0@x86_64-avx2"  # a full target: accepted without a fleet

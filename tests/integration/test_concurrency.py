@@ -14,7 +14,9 @@ from sqlalchemy import func, select, update
 
 from registry.db.tables import Build, Engine, Model, ModelFile, Outbox, utcnow
 from registry.queues import BUILD_TASK
-from registry.services import builds
+from registry.services import attempts
+from registry.services.attempts import EngineRecord, Lease, Outcome
+from registry.status import BuildStatus
 from tests.integration.conftest import RunningFarm, batch_profile
 from tests.models import convnet
 
@@ -123,11 +125,8 @@ def test_duplicate_deliveries_build_once(farm_factory, ort_runtime: str, tmp_pat
     assert len(sdk.engines(model.id)) == 1
 
 
-def _engine_row(build: Build, worker: str) -> Engine:
-    return Engine(id=f"stale{worker}", build_id=build.id, build_key=build.key, model_id=build.model_id,
-                  toolchain=build.toolchain, version=build.version, device=build.device,
-                  hardware_compatibility="none", version_compatible=False, spec=build.spec,
-                  spec_family=build.spec_family, digest="sha256:" + "1" * 64, size=1, filename="x.ort", meta={})
+def _engine_record() -> EngineRecord:
+    return EngineRecord(version="1.32.0", digest="sha256:" + "1" * 64, size=1, filename="x.ort", metadata={})
 
 
 def test_finish_with_a_stale_attempt_is_refused(farm: RunningFarm, tmp_path: Path) -> None:
@@ -137,28 +136,26 @@ def test_finish_with_a_stale_attempt_is_refused(farm: RunningFarm, tmp_path: Pat
     build = sdk.submit(model.id, UNSERVED, batch_profile(), wait=False)  # no worker will touch it
     db = farm.db
 
-    first = builds.claim(db, build.id, "worker-a", lease_s=60)
+    first = attempts.claim(db, build.id, "worker-a", lease_s=60)
     assert first is not None and first.attempt == 1
-    assert builds.claim(db, build.id, "worker-b", lease_s=60) is None  # the lease is live
+    assert attempts.claim(db, build.id, "worker-b", lease_s=60) is None  # the lease is live
     with db.session() as s:  # worker-a goes silent: its lease runs out
         s.execute(update(Build).where(Build.id == build.id).values(lease_until=utcnow() - timedelta(seconds=1)))
     second = None
     deadline = time.monotonic() + 10
     while second is None and time.monotonic() < deadline:  # either straight away, or after the reaper requeued it
-        second = builds.claim(db, build.id, "worker-b", lease_s=60)
+        second = attempts.claim(db, build.id, "worker-b", lease_s=60)
         time.sleep(0.1)
     assert second is not None and second.attempt == 2
 
-    with db.session() as s:
-        stale_row = s.get(Build, build.id)
-    assert builds.renew(db, first, 60) == "lost"
-    assert builds.finish(db, first, "succeeded", engine=_engine_row(stale_row, "a")) is False
+    assert attempts.renew(db, first, 60) == Lease.LOST
+    assert attempts.finish(db, first, Outcome(BuildStatus.SUCCEEDED, engine=_engine_record())) is False
     with db.session() as s:
         row = s.get(Build, build.id)
         assert (row.status, row.attempt, row.worker) == ("running", 2, "worker-b")
         assert s.scalar(select(func.count()).select_from(Engine)) == 0
 
-    assert builds.finish(db, second, "failed", error_code="toolchain_error", error_message="boom") is True
-    assert builds.finish(db, second, "succeeded") is False  # finished already
+    assert attempts.finish(db, second, Outcome(BuildStatus.FAILED, "toolchain_error", "boom")) is True
+    assert attempts.finish(db, second, Outcome(BuildStatus.SUCCEEDED)) is False  # finished already
     info = httpx.get(f"{farm.url}/v1/builds/{build.id}").json()
     assert (info["status"], info["attempt"], info["error"]["code"]) == ("failed", 2, "toolchain_error")

@@ -14,16 +14,17 @@ from registry.keys import spec_canonical
 from registry.spec import ShapeRange, parse_spec
 from registry.targets import cpu_device
 from tests.models import convnet, external_data_model
-from workers.toolchains import runner_path
+from workers.toolchains import RUNNERS_DIR, runner_argv
 from workers.validation import compare, input_specs, random_inputs, reference_outputs
 
-RUNNER = runner_path("onnxruntime")
+RUNNER_PACKAGE = RUNNERS_DIR / "onnxruntime_runner"
 LEVELS = ("disable", "basic", "extended", "layout", "all")
 ort = pytest.importorskip("onnxruntime")
 
 
 def runner(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(RUNNER), *map(str, args)], capture_output=True, text=True, timeout=300)
+    command = [*runner_argv("onnxruntime", sys.executable), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 
 def call(tmp: Path, command: str, *args: str | Path) -> tuple[int, dict, str]:
@@ -126,8 +127,8 @@ def test_build_onnx_format_counts_nodes(tmp_path, model):
     rc, fused, engine2, _ = build(tmp_path, model, ort_spec("extended", "onnx"), out="fused")
     assert rc == 0 and fused["metadata"]["nodes"] < 8  # Conv+Relu fused
     feeds = feeds_for(model, batch=3)
-    np.testing.assert_allclose(run_engine(tmp_path, engine2, feeds)["logits"], reference_outputs(model, feeds)["logits"],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_engine(tmp_path, engine2, feeds)["logits"],
+                               reference_outputs(model, feeds)["logits"], rtol=1e-5, atol=1e-5)
 
 
 def test_default_spec_builds_ort_at_extended(tmp_path, model):
@@ -187,7 +188,8 @@ def test_tensorrt_only_options_are_unsupported(tmp_path, model, option, value, s
 
 def test_precision_message(tmp_path, model):
     _, result, _, _ = build(tmp_path, model, {"precision": ["fp16"]})
-    assert result["error"]["message"] == "precision=fp16 is a TensorRT option; onnxruntime builds keep the model's precision"
+    assert result["error"]["message"] == ("precision=fp16 is a TensorRT option; "
+                                          "onnxruntime builds keep the model's precision")
 
 
 def test_not_an_onnx_file_is_a_parse_error(tmp_path):
@@ -251,53 +253,77 @@ def test_external_data_model_builds_and_runs(tmp_path, fmt):
 # -------------------------------------------------------------------------------------------- in-process pieces
 
 
-@pytest.fixture()
+@pytest.fixture
 def old_ort(monkeypatch):
     """An onnxruntime without ORT_ENABLE_LAYOUT (as before 1.23), seen by the runner's lazy imports."""
     from types import SimpleNamespace
 
     levels = SimpleNamespace(ORT_DISABLE_ALL=0, ORT_ENABLE_BASIC=1, ORT_ENABLE_EXTENDED=2, ORT_ENABLE_ALL=99)
-    monkeypatch.setitem(sys.modules, "onnxruntime", SimpleNamespace(__version__="1.22.0", GraphOptimizationLevel=levels))
+    fake = SimpleNamespace(__version__="1.22.0", GraphOptimizationLevel=levels)
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
 
 
 def test_missing_level_is_unsupported_with_versions(old_ort):
-    from workers.toolchains import onnxruntime_runner as r
+    from workers.toolchains.common import RunnerError
+    from workers.toolchains.onnxruntime_runner import options
 
-    assert "onnxruntime.graph_optimization_level=layout" not in r.features()
-    assert "onnxruntime.graph_optimization_level=all" in r.features()
-    with pytest.raises(r.RunnerError) as err:
-        r.check_spec(spec_canonical(parse_spec(ort_spec("layout"))))
+    assert "onnxruntime.graph_optimization_level=layout" not in options.features()
+    assert "onnxruntime.graph_optimization_level=all" in options.features()
+    with pytest.raises(RunnerError) as err:
+        options.check_spec(spec_canonical(parse_spec(ort_spec("layout"))))
     assert err.value.code == "unsupported_option"
     assert err.value.message == ("onnxruntime.graph_optimization_level=layout needs ONNX Runtime >= 1.23; "
                                  "this toolchain has 1.22.0")
-    assert r.check_spec(spec_canonical(parse_spec(ort_spec("all", "onnx")))) == ("all", "onnx")
+    assert options.check_spec(spec_canonical(parse_spec(ort_spec("all", "onnx")))) == ("all", "onnx")
 
 
-def test_nearest_rank_percentiles():
-    from workers.toolchains.onnxruntime_runner import latency_summary
+@pytest.mark.parametrize("option, value", [
+    ("precision", ["fp16"]), ("precision", ["int8", "fp16"]), ("strongly_typed", True), ("workspace_mib", 1),
+    ("tactic_sources", []), ("tactic_sources", ["cudnn"]), ("hardware_compatibility", "ampere_plus"),
+    ("version_compatible", True), ("refit", "refit"), ("weight_streaming", True), ("dla_core", 0),
+])
+def test_any_tensorrt_setting_is_refused_and_the_hint_names_the_registry_default(option, value):
+    """The runner keeps no spec defaults; what asks TensorRT for nothing must be exactly BuildSpec's default."""
+    from registry.spec import TENSORRT_ONLY, BuildSpec
+    from workers.toolchains.common import RunnerError
+    from workers.toolchains.onnxruntime_runner import options
 
-    lat = latency_summary([float(v) for v in range(100, 0, -1)])  # 1..100 ms, unordered
-    assert (lat["p50"], lat["p99"], lat["min"], lat["mean"], lat["iterations"]) == (50.0, 99.0, 1.0, 50.5, 100)
-    assert latency_summary([3.0])["p99"] == 3.0
-    assert latency_summary([1.0, 2.0, 3.0])["p50"] == 2.0
+    assert options.TENSORRT_ONLY == TENSORRT_ONLY
+    default = spec_canonical(BuildSpec())
+    assert not any(options.asks_tensorrt(name, default[name]) for name in TENSORRT_ONLY)
+    spec = {**default, option: value}
+    with pytest.raises(RunnerError) as err:
+        options.check_spec(spec)
+    shown = "[]" if default[option] == [] else "null" if default[option] is None else str(default[option]).lower()
+    assert err.value.code == "unsupported_option"
+    assert err.value.hint == f"leave {option} at its default ({shown}) for an onnxruntime target"
 
 
-def test_cpu_device_follows_registry_rules(monkeypatch):
-    from workers.toolchains import onnxruntime_runner as r
+def test_a_spec_missing_a_field_is_invalid_input(tmp_path, model):
+    spec = spec_canonical(parse_spec({}))
+    del spec["onnxruntime"]["optimized_model_format"]
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    rc, result, _ = call(tmp_path, "build", "--model", model, "--spec", tmp_path / "spec.json", "--out", tmp_path / "e")
+    assert rc == 2 and result["error"] == {
+        "code": "invalid_input", "hint": None,
+        "message": "spec.json is not a canonical spec: missing field onnxruntime.optimized_model_format"}
 
-    for machine, flags in [("x86_64", {"avx512f", "avx512bw", "avx512vl", "avx2"}), ("AMD64", {"avx2"}),
-                           ("x86_64", {"avx"}), ("x86_64", set()), ("arm64", {"sve"}), ("aarch64", set()),
-                           ("riscv64", set())]:
-        assert f"{r._arch(machine)}-{r._isa(r._arch(machine), flags)}" == cpu_device(machine, flags)
+
+def test_runner_argv_starts_the_package_in_the_interpreter():
+    argv = runner_argv("onnxruntime", "/opt/ort/bin/python")
+    assert argv[0] == "/opt/ort/bin/python" and argv[-1] == "onnxruntime"
+    assert Path(argv[1]) == RUNNERS_DIR / "run.py"
 
 
-def test_runner_imports_only_stdlib_numpy_and_onnxruntime():
+def test_runner_imports_only_stdlib_numpy_onnxruntime_and_its_siblings():
     import ast
 
-    tree = ast.parse(RUNNER.read_text())
-    modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    modules |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    third_party = {m for m in modules if m not in sys.stdlib_module_names}
-    assert third_party <= {"numpy", "onnxruntime"}, third_party
-    top_level = {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
-    assert not top_level & {"numpy", "onnxruntime"}  # imported lazily, inside functions
+    for path in [RUNNERS_DIR / "common.py", *sorted(RUNNER_PACKAGE.glob("*.py"))]:
+        tree = ast.parse(path.read_text())
+        modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        modules |= {n.module.split(".")[0] for n in ast.walk(tree)
+                    if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
+        third_party = {m for m in modules if m not in sys.stdlib_module_names}
+        assert third_party <= {"numpy", "onnxruntime"}, (path.name, third_party)
+        top_level = {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+        assert not top_level & {"numpy", "onnxruntime"}, path.name  # imported lazily, inside functions

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from registry.db.tables import Build, Engine
-from registry.errors import RemoteError
+from registry.errors import NoCompatibleEngine
 from tests.integration.conftest import RunningFarm, batch_profile
 from tests.models import convnet
 
@@ -85,7 +85,8 @@ def test_submit_build_registry_fetch(farm: RunningFarm, ort_runtime: str, tmp_pa
     import onnxruntime as ort
 
     x = np.random.default_rng(0).standard_normal((3, 3, 16, 16)).astype(np.float32)
-    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # .ort: by its suffix
+    got = ort.InferenceSession(str(path),  # .ort: by its suffix
+                               providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
@@ -123,6 +124,6 @@ def test_resolve_answers_what_exists(farm: RunningFarm, ort_runtime: str, tmp_pa
         ok = http.get("/v1/engines/resolve", params={**other, "version": version, "shape": "input:4x3x16x16"})
         assert ok.status_code == 200 and ok.json()["engine"]["id"] == build.engine_id
 
-    with pytest.raises(RemoteError) as exc:
+    with pytest.raises(NoCompatibleEngine) as exc:
         sdk.fetch(model, f"onnxruntime==1.0.0@{cpu}")
     assert exc.value.status == 404 and exc.value.code == "no_compatible_engine"

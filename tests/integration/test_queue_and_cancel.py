@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.client import BuildCancelled, BuildTimeout
+from registry.errors import BuildCancelled, BuildTimeout
 from tests.integration.conftest import SLOW_WORKER, RunningFarm, batch_profile, pid_alive, runner_pids, wait_for
 from tests.models import convnet
 

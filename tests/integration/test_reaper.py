@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 
 from registry.db.tables import Build, Engine, Outbox, utcnow
-from registry.services import builds
+from registry.services import attempts
 from tests.integration.conftest import SLOW_WORKER, RunningFarm, batch_profile, pid_alive, runner_pids, wait_for
 from tests.models import convnet
 
@@ -78,7 +78,7 @@ def test_expired_leases_requeue_then_fail_after_max_attempts(farm: RunningFarm, 
     assert build.max_attempts == 3
 
     for attempt in (1, 2, 3):
-        claim = builds.claim(farm.db, build.id, f"ghost-{attempt}", lease_s=1)
+        claim = attempts.claim(farm.db, build.id, f"ghost-{attempt}", lease_s=1)
         assert claim is not None and claim.attempt == attempt
         after = farm.wait_build(build.id, lambda b: b["status"] != "running", timeout=20)
         if attempt < 3:
@@ -89,6 +89,6 @@ def test_expired_leases_requeue_then_fail_after_max_attempts(farm: RunningFarm, 
     assert after["status"] == "failed", after
     assert after["error"]["code"] == "lease_expired" and after["attempt"] == 3
     assert "attempt 3 of 3" in after["error"]["message"] and "ghost-3" in after["error"]["message"]
-    assert builds.claim(farm.db, build.id, "ghost-4", lease_s=1) is None
+    assert attempts.claim(farm.db, build.id, "ghost-4", lease_s=1) is None
     with farm.db.session() as s:  # requeued twice: three messages in all
         assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.build_id == build.id)) == 3

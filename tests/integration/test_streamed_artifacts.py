@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import RunningFarm, S3, Postgres, batch_profile, start_farm, stop_farm
+from tests.integration.conftest import S3, Postgres, RunningFarm, batch_profile, start_farm, stop_farm
 from tests.models import convnet, external_data_model
 
 

@@ -17,8 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from registry.client import Farm
-from registry.errors import FarmError, RemoteError
-from tests.peer.onnx_backend_cases import Case, checker_error, compare, direct_baseline, load_data, profile_for, run_model
+from registry.errors import FarmError
+from tests.peer.onnx_backend_cases import (
+    Case,
+    checker_error,
+    compare,
+    direct_baseline,
+    load_data,
+    profile_for,
+    run_model,
+)
 
 TARGET = "onnxruntime"
 PASSED, REJECTED, BUILD_FAILED, FETCH_FAILED, RUN_FAILED, MISMATCH = (
@@ -74,10 +82,7 @@ def push(url: str, cases: list[Case], cache_dir: Path, *, timeout: float = 600, 
             specs[case.id] = spec
             out.model = farm().upload(case.model).id
             build = farm().submit(out.model, TARGET, spec, wait=False)
-        except RemoteError as exc:
-            out.status, out.code, out.message = REJECTED, exc.code, exc.message
-            return
-        except FarmError as exc:  # refused by the SDK before reaching the farm (e.g. not readable ONNX)
+        except FarmError as exc:  # refused by the farm, or by the SDK before reaching it (e.g. not readable ONNX)
             out.status, out.code, out.message = REJECTED, exc.code, exc.message
             return
         finally:
@@ -139,7 +144,8 @@ def _wait_all(farm: Farm, outcomes: dict[str, Outcome], timeout: float, poll_int
                 _record(out, info)
             else:
                 out.status, out.code = BUILD_FAILED, "peer_timeout"
-                out.message = f"build {build_id} still {info.status} after {timeout:.0f} s ({info.waiting_reason or info.progress})"
+                out.message = (f"build {build_id} still {info.status} after {timeout:.0f} s "
+                               f"({info.waiting_reason or info.progress})")
 
 
 def _record(out: Outcome, info: Any) -> None:

@@ -25,14 +25,13 @@ import platform
 import re
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from tests.e2e.embedded import REPO, EmbeddedFarm  # noqa: E402
+from tests.embedded import REPO, EmbeddedFarm  # noqa: E402
 from tests.peer import farm_run  # noqa: E402
 from tests.peer.onnx_backend_cases import ATOL, RTOL, discover  # noqa: E402
 
@@ -120,7 +119,7 @@ def summarize(results: dict[str, farm_run.Outcome], seconds: float, url: str) ->
     import onnxruntime
 
     cases = []
-    for case_id, out in sorted(results.items()):
+    for _, out in sorted(results.items()):
         kind, reason = verdict(out)
         cases.append({**out.to_dict(), "verdict": kind, "reason": None if kind == "pass" else reason,
                       "class": None if kind == "pass" else failure_class(out)})
@@ -209,7 +208,8 @@ def markdown(report: dict) -> str:
         f"- engines whose farm validation passed: {report['farm_validation'].get('true', 0)}",
         f"- inconclusive (random inputs rejected by the original model too): {len(inconclusive)}"
         + (": " + ", ".join(f"`{c['case']}`" for c in inconclusive) if inconclusive else ""),
-        f"- failed: {len(failed_check)}" + (": " + ", ".join(f"`{c['case']}`" for c in failed_check) if failed_check else ""),
+        f"- failed: {len(failed_check)}"
+        + (": " + ", ".join(f"`{c['case']}`" for c in failed_check) if failed_check else ""),
     ]
     by_status = defaultdict(list)
     for c in report["cases"]:

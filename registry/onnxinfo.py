@@ -1,0 +1,157 @@
+"""Reading ONNX models: the one place that inspects a model's protobuf, for the SDK (which files make up
+a model), the API (model intake: checker, inputs and outputs) and the worker (validation inputs).
+
+Public onnx API only; `onnx` is imported inside the functions, so the SDK imports this module with
+onnx absent (`available()` says whether it can be used).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from registry.errors import InvalidModel
+
+
+@dataclass(frozen=True)
+class TensorDesc:
+    """A graph input or output as declared in the model."""
+
+    name: str
+    elem_type: int  # onnx.TensorProto.DataType; 0 when unknown
+    dtype: str  # numpy's name ("float32"), else ONNX's in lower case ("bfloat16"), else "unknown"
+    is_tensor: bool  # False for sequences, maps and optionals
+    dims: tuple[int | None, ...] | None  # None per dynamic dimension; None when the rank is unknown
+    dim_names: tuple[str | None, ...] = ()  # the symbolic name of each dynamic dimension, if any
+
+    def api_shape(self) -> list[int | str | None]:
+        """int for a fixed dimension, the symbol for a named dynamic one, None otherwise."""
+        if self.dims is None:
+            return []
+        return [d if d is not None else n for d, n in zip(self.dims, self.dim_names)]
+
+    def to_api(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": self.api_shape()}
+
+
+def available() -> bool:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def load(path: str | os.PathLike[str], name: str | None = None) -> Any:
+    """The ModelProto without its external data; InvalidModel when the file is no ONNX model."""
+    import onnx
+
+    name = name or str(path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - DecodeError, ValueError, RuntimeError: not a ModelProto
+        raise InvalidModel(f"{name} is not an ONNX model ({exc.__class__.__name__}: {exc}); "
+                           "upload a .onnx file") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise InvalidModel(f"{name} parsed as an empty ONNX model (no nodes, no outputs); is it really a .onnx file?")
+    return proto
+
+
+def check(path: str | os.PathLike[str], name: str) -> None:
+    """onnx.checker by path (external data beside it); InvalidModel with the checker's first line."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise InvalidModel(f"{name} fails the ONNX checker: {first}", details={"checker": str(exc)[:4000]}) from None
+
+
+def tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of a graph: initializers, sparse initializers, node attributes, subgraphs."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from tensors(attr.g)
+            for sub in attr.graphs:
+                yield from tensors(sub)
+
+
+def external_files(proto: Any, main: str) -> list[str]:
+    """The external-data files the model at upload path `main` refers to, as '/' paths relative to the
+    upload's root, in first-use order. InvalidModel for a location outside the model's own folder."""
+    from onnx.external_data_helper import uses_external_data
+
+    base = PurePosixPath(main).parent
+    found: dict[str, None] = {}
+    for tensor in tensors(proto.graph):
+        if uses_external_data(tensor):
+            location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+            found[confined(location, base, tensor.name)] = None
+    return list(found)
+
+
+def confined(location: str, base: PurePosixPath, tensor: str) -> str:
+    """`base/location` normalised, refused when it could leave the model's folder."""
+    loc = PurePosixPath(location.replace("\\", "/"))
+    if not location or loc.is_absolute() or ".." in loc.parts or location.startswith("~"):
+        raise InvalidModel(
+            f"tensor {tensor!r} points at external data {location!r} outside the upload; "
+            "external data must be a relative path inside the model's own folder, without '..'"
+        )
+    return os.path.normpath(str(base / loc)).replace(os.sep, "/")
+
+
+def graph_io(proto: Any, *, inputs: bool) -> list[TensorDesc]:
+    """The graph's inputs (initializers excluded) or outputs."""
+    initializers = {i.name for i in proto.graph.initializer}
+    values = proto.graph.input if inputs else proto.graph.output
+    return [describe(v) for v in values if v.name not in initializers]
+
+
+def describe(value_info: Any) -> TensorDesc:
+    if not value_info.type.HasField("tensor_type"):
+        return TensorDesc(value_info.name, 0, "unknown", False, None)
+    tensor = value_info.type.tensor_type
+    if not tensor.HasField("shape"):
+        return TensorDesc(value_info.name, tensor.elem_type, dtype_name(tensor.elem_type), True, None)
+    dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+    names = tuple(d.dim_param if d.HasField("dim_param") and d.dim_param else None for d in tensor.shape.dim)
+    return TensorDesc(value_info.name, tensor.elem_type, dtype_name(tensor.elem_type), True, dims, names)
+
+
+def dtype_name(elem_type: int) -> str:
+    from onnx import TensorProto, helper
+
+    if not elem_type:
+        return "unknown"
+    try:
+        return helper.tensor_dtype_to_np_dtype(elem_type).name
+    except (KeyError, TypeError, ValueError):  # bfloat16, float8 and friends have no plain numpy dtype
+        return TensorProto.DataType.Name(elem_type).lower()
+
+
+def numpy_dtype(elem_type: int) -> Any:
+    """The numpy dtype of an ONNX element type (bfloat16 and float8 through ml_dtypes, as onnx maps them)."""
+    import numpy as np
+    from onnx import helper
+
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+
+
+def local_layout(path: Path) -> list[str]:
+    """The external-data files of the .onnx at `path` relative to its folder ([] without onnx)."""
+    if not available():
+        return []
+    return external_files(load(path, repr(str(path))), path.name)

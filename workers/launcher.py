@@ -1,0 +1,116 @@
+"""The worker-side process launcher for toolchain runners (the protocol: workers/toolchains/__init__.py):
+start a runner in its toolchain's interpreter, stream its log, enforce a timeout, honour cancellation,
+read its result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from registry.errors import BuildCancelled, RunnerFailed, ToolchainError
+from workers.toolchains import runner_argv
+
+TAIL_CHARS = 64 * 1024
+
+
+@dataclass
+class BuildLog:
+    """The build's log: a file on disk plus a tail kept in memory for live views."""
+
+    path: Path
+    tail: deque = field(default_factory=lambda: deque(maxlen=2000))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def write(self, line: str) -> None:
+        line = line.rstrip("\n")
+        with self._lock:
+            with open(self.path, "a", encoding="utf-8", errors="replace") as f:
+                f.write(line + "\n")
+            self.tail.append(line)
+
+    def section(self, title: str) -> None:
+        self.write(f"--- {time.strftime('%H:%M:%S')} {title}")
+
+    def tail_text(self) -> str:
+        with self._lock:
+            return "\n".join(self.tail)[-TAIL_CHARS:]
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    kind: str
+    version: str
+    interpreter: str
+    python: str
+    features: tuple[str, ...]
+    devices: tuple[dict, ...]
+
+    def public(self) -> dict[str, Any]:
+        return {"kind": self.kind, "version": self.version, "interpreter": self.interpreter, "python": self.python,
+                "features": list(self.features)}
+
+
+def probe(kind: str, interpreter: str, timeout: float = 180) -> Toolchain:
+    cmd = [*runner_argv(kind, interpreter), "--probe"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ToolchainError(f"probing {kind} with {interpreter} failed: {exc}") from None
+    if done.returncode != 0:
+        raise ToolchainError(f"probing {kind} with {interpreter} failed (exit {done.returncode}): "
+                             f"{(done.stderr or done.stdout).strip()[-2000:]}")
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    return Toolchain(kind, info["version"], interpreter, info.get("python", ""), tuple(info.get("features", [])),
+                     tuple(info.get("devices", [])))
+
+
+def run(toolchain: Toolchain, command: str, args: list[str], *, workdir: Path, log: BuildLog, timeout: float,
+        env: dict[str, str] | None = None, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """Run one runner command; return its result dict or raise RunnerFailed / BuildCancelled."""
+    result_path = workdir / f"result-{command}-{time.monotonic_ns()}.json"
+    cmd = [*runner_argv(toolchain.kind, toolchain.interpreter), command, *args, "--result", str(result_path)]
+    log.write(f"$ {' '.join(cmd)}")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    reader = threading.Thread(target=lambda: [log.write(line) for line in proc.stdout], daemon=True)
+    reader.start()
+    outcome = _wait(proc, timeout, should_stop)
+    reader.join(timeout=10)
+    if outcome == "timeout":
+        raise RunnerFailed("timeout", f"{toolchain.kind} {command} ran past its {timeout:.0f} s limit and was stopped")
+    if outcome == "cancelled":
+        raise BuildCancelled(f"{toolchain.kind} {command} stopped: the build was cancelled")
+    return _result(result_path, proc.returncode, command, log)
+
+
+def _wait(proc: subprocess.Popen, timeout: float, should_stop: Callable[[], bool]) -> str:
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline or should_stop():
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return "timeout" if time.monotonic() > deadline else "cancelled"
+        time.sleep(0.1)
+    return "done"
+
+
+def _result(path: Path, returncode: int, command: str, log: BuildLog) -> dict[str, Any]:
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        tail = "\n".join(list(log.tail)[-15:])
+        raise RunnerFailed("runner_crashed", f"the runner's {command} exited {returncode} without a result; "
+                                             f"last log lines:\n{tail}") from None
+    if not result.get("ok"):
+        err = result.get("error") or {}
+        raise RunnerFailed(err.get("code", "runner_error"), err.get("message", "unknown runner error"), err.get("hint"))
+    return result

@@ -1,0 +1,54 @@
+"""Lease renewal while a build runs: a background thread extends the build's lease, publishes progress
+and the log tail, and notices a cancel request or a lost lease (another attempt took the build over)."""
+
+from __future__ import annotations
+
+import threading
+
+from registry.errors import BuildCancelled
+from registry.services import attempts
+from registry.services.attempts import Claim, Lease
+from workers.context import WorkerContext
+from workers.launcher import BuildLog
+
+
+class LeaseKeeper:
+    """Use as a context manager around an attempt; `step()` at each stage, `should_stop()` for runners."""
+
+    def __init__(self, ctx: WorkerContext, claim: Claim, log: BuildLog) -> None:
+        self.ctx, self.claim, self.log = ctx, claim, log
+        self.progress = "starting"
+        self.state = Lease.OK
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"lease-{claim.build_id[:8]}")
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def step(self, progress: str) -> None:
+        """Enter a stage: log it, renew now; BuildCancelled when the build should stop."""
+        self.progress = progress
+        self.log.section(progress)
+        self.renew()
+        if self.should_stop():
+            raise BuildCancelled(f"stopped before {progress}: the lease says {self.state.value}")
+
+    def renew(self) -> None:
+        self.state = attempts.renew(self.ctx.db, self.claim, self.ctx.settings.lease_s,
+                                    progress=self.progress, log_tail=self.log.tail_text())
+
+    def should_stop(self) -> bool:
+        return self.state != Lease.OK
+
+    def _loop(self) -> None:
+        interval = max(1.0, min(5.0, self.ctx.settings.lease_s / 4))
+        while not self._stop.wait(interval):
+            try:
+                self.renew()
+            except Exception as exc:  # noqa: BLE001 - a database hiccup must not kill the build
+                self.log.write(f"lease renewal failed: {exc}")

@@ -1,0 +1,137 @@
+"""Check a built engine before it is stored: its outputs against the original model (ONNX Runtime on
+the CPU, same random inputs) at every profile's shapes, then its latency at the first usable shape set.
+The numbers and rules live in `workers/validation.py`; this module drives the runner through them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from registry.errors import RunnerFailed
+from registry.services.attempts import BuildJob
+from registry.spec import BuildSpec, shape_text
+from workers import launcher, validation
+from workers.context import WorkerContext
+from workers.launcher import BuildLog
+from workers.lease import LeaseKeeper
+
+RUN_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Verdict:
+    validation: dict[str, Any]  # {"passed", "max_abs_error", "max_rel_error", "cases": [...]}
+    latency: dict[str, Any]  # {"p50", "p99", ...} in ms; None values when nothing could be timed
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class EngineUnderTest:
+    toolchain: launcher.Toolchain
+    model_path: Path
+    engine_path: Path
+    workdir: Path
+
+
+def check_engine(ctx: WorkerContext, job: BuildJob, eut: EngineUnderTest, log: BuildLog,
+                 keeper: LeaseKeeper) -> Verdict:
+    inputs = validation.input_specs(eut.model_path)
+    results, usable, started = [], [], time.monotonic()
+    for k, shapes in enumerate(validation.validation_shapes(inputs, job.spec)):
+        feeds = validation.random_inputs(inputs, shapes, seed=ctx.settings.validation_seed + k)
+        result = _check_shapes(ctx, job, eut, k, shapes, feeds, log, keeper)
+        results.append(result)
+        if result["passed"] is not None:
+            usable.append(k)
+    timings = {"validate_s": round(time.monotonic() - started, 3)}
+    if not usable:  # random inputs are no valid input for this model (e.g. a shape tensor): nothing to time
+        log.write("benchmark skipped: no validation input set that the original model accepts")
+        return Verdict(summary(results), {"p50": None, "p99": None}, timings)
+    keeper.step("benchmarking")
+    args = ["--engine", str(eut.engine_path), "--inputs", str(eut.workdir / f"in{usable[0]}.npz"),
+            "--iterations", str(ctx.settings.bench_iterations)]
+    bench = launcher.run(eut.toolchain, "bench", args, workdir=eut.workdir, log=log, timeout=RUN_TIMEOUT_S,
+                         env=ctx.runner_env(), should_stop=keeper.should_stop)
+    return Verdict(summary(results), bench["latency_ms"], timings)
+
+
+def _check_shapes(ctx: WorkerContext, job: BuildJob, eut: EngineUnderTest, k: int, shapes: dict,
+                  feeds: dict, log: BuildLog, keeper: LeaseKeeper) -> dict[str, Any]:
+    """Run the engine on one input set and compare it with the original model's outputs."""
+    in_path, out_path = eut.workdir / f"in{k}.npz", eut.workdir / f"out{k}.npz"
+    np.savez(in_path, **feeds)
+    args = ["--engine", str(eut.engine_path), "--inputs", str(in_path), "--outputs", str(out_path),
+            "--profile", str(profile_index(job.spec, shapes))]
+    where = {"shapes": {n: list(s) for n, s in shapes.items()}}
+    try:
+        launcher.run(eut.toolchain, "run", args, workdir=eut.workdir, log=log, timeout=RUN_TIMEOUT_S,
+                     env=ctx.runner_env(), should_stop=keeper.should_stop)
+    except RunnerFailed as exc:
+        why = _reference_failure(eut.model_path, feeds) if exc.runner_code in ("invalid_input", "run_error") else None
+        if why is None:
+            raise  # the original model runs on these inputs: the engine's failure is real
+        return _skipped(log, shapes, where, f"the original model fails on these random inputs too ({why})")
+    try:
+        reference = validation.reference_outputs(eut.model_path, feeds)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own exception types
+        return _skipped(log, shapes, where, f"the original model fails on these random inputs ({_short(exc)})")
+    with np.load(out_path) as produced:
+        precisions = validation.allowed_precisions(job.spec, job.toolchain)
+        result = validation.compare(reference, dict(produced), precisions).to_dict()
+    log.write(f"validation at {_shapes_text(shapes)}: passed={result['passed']} "
+              f"max_abs={_num(result['max_abs_error'])} max_rel={_num(result['max_rel_error'])}")
+    return {**where, **result}
+
+
+def _reference_failure(model_path: Path, feeds: dict) -> str | None:
+    """Why the ORIGINAL model fails on `feeds` (None when it runs): random values are not valid input for
+    every model (a shape tensor for Expand, split sizes that must add up), and then validation can only
+    say so, not blame the engine."""
+    try:
+        validation.reference_outputs(model_path, feeds)
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own exception types
+        return _short(exc)
+    return None
+
+
+def _skipped(log: BuildLog, shapes: dict, where: dict, reason: str) -> dict[str, Any]:
+    log.write(f"validation at {_shapes_text(shapes)}: skipped: {reason}")
+    return {**where, "passed": None, "skipped": reason, "max_abs_error": None, "max_rel_error": None}
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _shapes_text(shapes: dict) -> str:
+    return ", ".join(f"{n}={shape_text(s)}" for n, s in shapes.items())
+
+
+def profile_index(spec: BuildSpec, shapes: dict) -> int:
+    """The first optimization profile that holds every shape of the set (0 without profiles)."""
+    for k, profile in enumerate(spec.profiles):
+        if all(rng.contains(tuple(shapes[name])) for name, rng in profile.items() if name in shapes):
+            return k
+    return 0
+
+
+def summary(results: list[dict]) -> dict[str, Any]:
+    """passed: True/False over the input sets that could be checked; None when none could (all skipped)."""
+    checked = [r for r in results if r["passed"] is not None]
+    summary = {
+        "passed": all(r["passed"] for r in checked) if checked else None,
+        "max_abs_error": max((r["max_abs_error"] for r in checked if r["max_abs_error"] is not None), default=0.0),
+        "max_rel_error": max((r["max_rel_error"] for r in checked if r["max_rel_error"] is not None), default=0.0),
+        "cases": results,
+    }
+    if not checked:
+        summary["skipped"] = "; ".join(sorted({r["skipped"] for r in results if r.get("skipped")}))
+    return summary

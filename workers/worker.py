@@ -1,0 +1,68 @@
+"""A worker process (`trtfarm worker`): probe its toolchains, advertise the queues its devices serve,
+beat its heartbeat, and consume builds one at a time."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from registry.services import fleet
+from registry.settings import Settings
+from workers.celery_app import declare_queues, make_celery
+from workers.context import WorkerContext, discover
+from workers.tasks import set_context
+
+log = logging.getLogger("trtfarm.worker")
+HEARTBEAT_S = 5.0
+
+
+def run_worker(settings: Settings) -> None:
+    """Probe toolchains, advertise the queues this worker serves, consume builds one at a time."""
+    ctx = discover(settings)
+    queues = ctx.queues
+    if not queues:
+        raise SystemExit(f"worker {ctx.name}: no queue to serve (toolchains {settings.toolchains!r}, GPUs {ctx.gpus})")
+    set_context(ctx)
+    _beat(ctx)
+    threading.Thread(target=_heartbeat_loop, args=(ctx,), daemon=True).start()
+    log.info("worker %s serves %s", ctx.name, ", ".join(queues))
+    print(f"worker {ctx.name} serves: {', '.join(queues)}", flush=True)
+    app = make_celery(settings)
+    declare_queues(app, queues)  # before consuming: see declare_queues for the race it avoids
+    app.worker_main(argv=[
+        "worker", "-Q", ",".join(queues), "-c", "1", "-P", "solo", "--prefetch-multiplier=1",
+        "-n", f"{ctx.name.replace(':', '-')}@{socket.gethostname()}", "--without-gossip", "--without-mingle",
+        "--without-heartbeat", "-l", "WARNING",
+    ])
+
+
+def _beat(ctx: WorkerContext) -> None:
+    fleet.heartbeat(ctx.db, fleet.Beat(name=ctx.name, hostname=socket.gethostname(),
+                                       toolchains=[t.public() for t in ctx.toolchains], devices=ctx.devices,
+                                       queues=ctx.queues, current_build=ctx.current_build))
+
+
+def _heartbeat_loop(ctx: WorkerContext) -> None:
+    parent = int(os.environ.get("TRTFARM_PARENT_PID", "0"))
+    while True:
+        time.sleep(HEARTBEAT_S)
+        if parent and not _alive(parent):
+            log.warning("the embedded farm (pid %s) is gone; worker %s stops", parent, ctx.name)
+            os._exit(0)
+        try:
+            _beat(ctx)
+        except Exception as exc:  # noqa: BLE001 - keep beating through database hiccups
+            log.warning("heartbeat failed: %s", exc)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
