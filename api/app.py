@@ -5,24 +5,31 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
-from api.limits import BodySizeLimit
-from api.routes import builds, engines, health, models
-from registry import __version__
+from api.limits import BodySizeLimit, RejectNul
+from api.routes import builds, docs, engines, health, keys, models
+from registry import __version__, auth
 from registry.settings import Settings, get_settings
 from registry.stores import FarmStores
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> FastAPI:
+    """The API for a server bound to `host`: API keys are required unless it listens on loopback only
+    (TRTFARM_AUTH decides: auto, required, or off on loopback)."""
     settings = settings or get_settings()
     app = FastAPI(
         title="trtfarm",
         version=__version__,
         description="Build farm and registry for TensorRT (and ONNX Runtime) engines: upload an ONNX model once, "
                     "get the engine your runtime can load.",
+        docs_url=None, redoc_url=None, openapi_url=None,  # served by api/routes/docs.py, behind the read scope
     )
     app.state.stores = FarmStores(settings)
+    app.state.auth_required = auth.auth_required(settings.auth, host)
     errors.install(app)
-    for module in (models, builds, engines, health):
+    for module in (models, builds, engines, keys, health):
         app.include_router(module.router)
+    health.install_metrics(app, public=settings.metrics_public)
+    docs.install(app, public=settings.docs_public)
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_mib << 20)
+    app.add_middleware(RejectNul)
     return app

@@ -1,21 +1,33 @@
-"""The one place where FarmErrors become HTTP status codes and JSON bodies {code, message, details}."""
+"""The one place where errors become HTTP status codes and JSON bodies {code, message, details}: every
+FarmError by its class, request validation as 422, database trouble as 503/422, anything else as a JSON
+500 (never a plain-text one)."""
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from registry import errors as e
+from registry.schemas import DIGEST, HEX_ID, SLUG
+
+log = logging.getLogger("trtfarm.api")
 
 STATUS: list[tuple[type[e.FarmError], int]] = [
+    (e.Unauthorized, 401),
+    (e.Forbidden, 403),
     (e.TooLarge, 413),
     (e.RangeNotSatisfiable, 416),
     (e.InvalidInput, 422),
     (e.NotFound, 404),
     (e.Conflict, 409),
+    (e.StoreFull, 507),
     (e.DigestMismatch, 500),
     (e.BlobError, 502),
+    (e.Unavailable, 503),
     (e.ToolchainError, 500),
 ]
 
@@ -28,7 +40,37 @@ def status_for(exc: e.FarmError) -> int:
 
 
 def error_response(exc: e.FarmError, headers: dict[str, str] | None = None) -> JSONResponse:
+    if isinstance(exc, e.Unauthorized):  # RFC 9110: a 401 names the scheme to use
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="trtfarm"'}
+    if isinstance(exc, e.Unavailable):
+        headers = {**(headers or {}), "Retry-After": "5"}
     return JSONResponse(exc.to_dict(), status_code=status_for(exc), headers=headers)
+
+
+def database_error(exc: DBAPIError) -> e.FarmError:
+    """A value the database refuses is the caller's; a database that does not answer is nobody's fault."""
+    if isinstance(exc, DataError):
+        return e.InvalidInput("the database cannot store a value of this request (a NUL character, a number out of "
+                              "range, an over-long text?); check the request's values")
+    if isinstance(exc, OperationalError) or exc.connection_invalidated:
+        return e.Unavailable("the farm's database does not answer right now; try again in a few seconds")
+    return e.InternalError("the database refused the request; the server log has the details")
+
+
+PATTERNS = {  # what an id or name that fails its pattern should look like, and where to find real ones
+    HEX_ID: "an id of 32 hex characters (list them with `trtfarm builds` / `trtfarm engines MODEL`)",
+    DIGEST: "sha256:<64 hex> (a model id: `trtfarm submit` prints it; the SDK computes it)",
+    SLUG: "lower-case letters, digits, '.', '_' or '-' (e.g. onnxruntime, 8.6.0, h100-80gb-hbm3, x86_64-avx2)",
+}
+
+
+def describe(err: dict) -> str:
+    """One line per validation problem: where, what came, what is expected."""
+    where = ".".join(str(p) for p in err["loc"])
+    pattern = (err.get("ctx") or {}).get("pattern")
+    if err.get("type") == "string_pattern_mismatch" and pattern in PATTERNS:
+        return f"{where}: {str(err.get('input'))[:80]!r} is not {PATTERNS[pattern]}"
+    return f"{where}: {err['msg']}"
 
 
 def install(app: FastAPI) -> None:
@@ -38,5 +80,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        problems = [describe(err) for err in exc.errors()]
         return error_response(e.InvalidRequest("; ".join(problems), details={"errors": problems}))
+
+    @app.exception_handler(DBAPIError)
+    async def db_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        log.warning("%s %s: database error: %s", request.method, request.url.path, exc)
+        return error_response(database_error(exc))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return error_response(e.InternalError(f"the farm failed on {request.method} {request.url.path} "
+                                              f"({type(exc).__name__}); the server log has the traceback"))

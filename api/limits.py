@@ -1,10 +1,11 @@
-"""Upload size limit enforced while the body streams in (not after it has been stored)."""
+"""ASGI guards in front of every route: the upload size limit, enforced while the body streams in (not after
+it has been stored), and NUL characters in paths and queries."""
 
 from __future__ import annotations
 
 import json
 
-from registry.errors import TooLarge
+from registry.errors import InvalidRequest, TooLarge
 
 
 class BodySizeLimit:
@@ -45,3 +46,25 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class RejectNul:
+    """ASGI middleware: a NUL character in the path or the query (raw or %00) is a 422 JSON error before any
+    route sees it: no database stores one, and no id or name contains one."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] == "http":
+            raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+            query = scope.get("query_string", b"")
+            if b"\x00" in raw or b"%00" in raw or b"\x00" in query or b"%00" in query or "\x00" in scope["path"]:
+                error = InvalidRequest("the request's path or query contains a NUL character (%00); "
+                                       "no id, name or parameter of this API has one")
+                body = json.dumps(error.to_dict()).encode()
+                await send({"type": "http.response.start", "status": 422,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

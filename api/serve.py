@@ -10,4 +10,4 @@ def run_api(settings: Settings, host: str, port: int) -> None:
 
     from api.app import create_app
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(settings, host=host), host=host, port=port, log_level="warning")

@@ -81,6 +81,21 @@ class UnsupportedOption(InvalidInput):
     code = "unsupported_option"
 
 
+# --- who may do what ------------------------------------------------------------------------------
+
+
+class Unauthorized(FarmError):
+    """No API key, or one the farm does not know (revoked, mistyped)."""
+
+    code = "unauthorized"
+
+
+class Forbidden(FarmError):
+    """The API key lacks the scope the operation needs, or the thing belongs to another key."""
+
+    code = "forbidden"
+
+
 # --- not found -------------------------------------------------------------------------------------
 
 
@@ -144,6 +159,27 @@ class DigestMismatch(BlobError):
 
 class BlobNotFound(BlobError, NotFound):
     code = "blob_not_found"
+
+
+class StoreFull(BlobError):
+    """The blob store (or the API's upload folder) has no space left; nothing partial was kept."""
+
+    code = "store_full"
+
+
+# --- the farm itself --------------------------------------------------------------------------------
+
+
+class Unavailable(FarmError):
+    """A backing service (the database) does not answer right now; try again shortly."""
+
+    code = "unavailable"
+
+
+class InternalError(FarmError):
+    """A bug: the farm failed in a way it did not foresee (the server log has the traceback)."""
+
+    code = "internal_error"
 
 
 # --- toolchains and builds -------------------------------------------------------------------------

@@ -6,11 +6,16 @@ Only pydantic here: the SDK imports this module with nothing else installed.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.status import BuildStatus
+
+DIGEST = r"^sha256:[0-9a-f]{64}$"  # a model id, a blob digest
+HEX_ID = r"^[0-9a-f]{32}$"  # a build or engine id
+SLUG = r"^[a-z0-9][a-z0-9_.-]{0,127}$"  # a toolchain, a device (SKU, sm_XX, CPU), a version
+MAX_PLUGINS = 16
 
 
 class Schema(BaseModel):
@@ -45,11 +50,14 @@ class ModelInfo(Schema):
 class BuildRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="model id, sha256:<hex>")
-    target: str = Field(description="kind==version@device; omitted parts are filled from the fleet")
+    model: str = Field(pattern=DIGEST, description="model id, sha256:<64 hex>")
+    target: str = Field(min_length=1, max_length=255,
+                        description="kind==version@device; omitted parts are filled from the fleet")
     spec: dict[str, Any] = Field(default_factory=dict, description="BuildSpec fields; unknown fields are an error")
-    plugins: list[str] = Field(default_factory=list, description="plugin library digests")
-    calibration: str | None = Field(default=None, description="INT8 calibration cache digest")
+    plugins: list[Annotated[str, Field(pattern=DIGEST)]] = Field(
+        default_factory=list, max_length=MAX_PLUGINS, description="plugin library digests (sha256:<64 hex>)")
+    calibration: str | None = Field(default=None, pattern=DIGEST,
+                                    description="INT8 calibration cache digest (sha256:<64 hex>)")
 
 
 class ErrorInfo(Schema):
@@ -137,6 +145,26 @@ class WorkerInfo(Schema):
     last_seen: datetime
     current_build: str | None = None
     live: bool = True
+
+
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, description="unique name, e.g. ci-builder")
+    scopes: list[str] = Field(min_length=1, max_length=3, description="read, submit, admin (admin ⊃ submit ⊃ read)")
+
+
+class KeyInfo(Schema):
+    id: str
+    name: str
+    prefix: str = Field(description="the token starts tf_<prefix>_")
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class KeyCreated(KeyInfo):
+    token: str = Field(description="shown once: the farm keeps only its hash")
 
 
 class ErrorBody(BaseModel):

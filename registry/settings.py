@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,7 +38,15 @@ class Settings(BaseSettings):
     gpu: int | None = None
     worker_name: str | None = None
 
+    # API keys: "auto" = required unless the API listens on loopback only; "required"; "off" (loopback only)
+    auth: Literal["auto", "required", "off"] = "auto"
+    metrics_public: bool = False  # /metrics without a key (a scraper inside the cluster)
+    docs_public: bool = False  # /docs and /openapi.json without a key
+
     max_upload_mib: int = 2048
+    # optimization profiles: the largest dimension and the most elements of one input's max shape
+    max_profile_dim: int = 1 << 20
+    max_profile_elements: int = 1 << 31
     build_timeout_s: int = 3600
     lease_s: int = 120
     max_attempts: int = 3

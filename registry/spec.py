@@ -31,6 +31,9 @@ TENSORRT_ONLY = (
 COMPAT_OPTIONS = ("hardware_compatibility", "version_compatible", "exclude_lean_runtime")
 
 
+INT32_MAX = 2**31 - 1
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,6 +59,8 @@ class ShapeRange(_Frozen):
     def _ordered(self) -> ShapeRange:
         if not (len(self.min) == len(self.opt) == len(self.max)):
             raise ValueError(f"min, opt and max must have the same rank; got {self.min}, {self.opt}, {self.max}")
+        if any(d > INT32_MAX for d in self.max):
+            raise ValueError(f"dimensions must be <= {INT32_MAX} (TensorRT's dims are 32-bit); max is {self.max}")
         if any(d < 0 for d in self.min):  # 0 is an empty tensor: TensorRT and ONNX Runtime take it
             raise ValueError(f"dimensions must be >= 0; min is {self.min}")
         if not all(a <= b <= c for a, b, c in zip(self.min, self.opt, self.max)):

@@ -12,11 +12,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from registry import auth
 from registry.db.migrate import upgrade
 from registry.settings import Settings
 
 EMBEDDED_ENV = ("home", "database_url", "broker_url", "blob_url", "s3_endpoint_url", "toolchains")
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def run_embedded(settings: Settings, host: str, port: int, *, gpus: list[int] | None,
@@ -39,7 +39,10 @@ def run_embedded(settings: Settings, host: str, port: int, *, gpus: list[int] | 
     announce(f"trtfarm embedded farm at {url} (home {settings.home})")
     announce(f"  database {settings.resolved_database_url()}  blobs {settings.resolved_blob_url()}")
     announce(f"  broker {settings.resolved_broker_url()}  workers: {len(workers)} ({_describe(gpus)})")
-    if host in LOOPBACK:
+    if auth.auth_required(settings.auth, host):
+        announce("  API keys required (Authorization: Bearer …); make one with "
+                 "`trtfarm keys create --name NAME --scope admin` (TRTFARM_HOME as here)")
+    else:
         announce("  open mode: no API keys on loopback; anyone on this machine can use it")
     if after_start:
         threading.Thread(target=_when_ready, args=(url, after_start), daemon=True).start()

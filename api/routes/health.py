@@ -1,10 +1,12 @@
-"""/healthz (the process answers), /readyz (database and blob store reachable), /v1/workers, /metrics."""
+"""/healthz (the process answers) and /readyz (database and blob store reachable), open to all;
+/v1/workers and /metrics (read scope; /metrics may be public)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 
+from api.auth import read_scope, require_unless
 from api.deps import stores
 from registry.schemas import WorkerInfo
 from registry.services import fleet, health, stats
@@ -26,12 +28,16 @@ def readyz(farm: FarmStores = Depends(stores)) -> JSONResponse:
                         status_code=200 if ready else 503)
 
 
-@router.get("/v1/workers", response_model=list[WorkerInfo], tags=["workers"])
+@router.get("/v1/workers", response_model=list[WorkerInfo], tags=["workers"], dependencies=[Depends(read_scope)])
 def workers(farm: FarmStores = Depends(stores)) -> list[WorkerInfo]:
     return fleet.worker_infos(farm.db, farm.settings.worker_live_s)
 
 
-@router.get("/metrics", include_in_schema=False)
+def install_metrics(app: FastAPI, public: bool) -> None:
+    """/metrics: behind the `read` scope unless TRTFARM_METRICS_PUBLIC (a scraper without a key)."""
+    app.add_api_route("/metrics", metrics, include_in_schema=False, dependencies=require_unless(public, "read"))
+
+
 def metrics(farm: FarmStores = Depends(stores)) -> Response:
     """Prometheus: builds by status and queue, live workers, engines (counted in SQL)."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest

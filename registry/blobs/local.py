@@ -8,6 +8,7 @@ same blob just replace identical bytes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -27,7 +28,7 @@ from registry.blobs.base import (
     sha256_digest,
 )
 from registry.digests import CHUNK
-from registry.errors import BlobError, BlobNotFound
+from registry.errors import BlobError, BlobNotFound, StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,15 @@ class LocalBlobStore(BlobStore):
         return self._ingest((view[i : i + CHUNK] for i in range(0, len(view), CHUNK)), expected_digest)
 
     def _ingest(self, chunks: Iterable[bytes], expected_digest: str | None) -> BlobInfo:
+        try:
+            return self._write(chunks, expected_digest)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(f"the blob store {self.describe()} is full; nothing partial was kept. Free space "
+                                "and try again") from None
+            raise
+
+    def _write(self, chunks: Iterable[bytes], expected_digest: str | None) -> BlobInfo:
         with temp_file(self.tmp_dir, prefix="put-") as tmp:
             h, size = hashlib.sha256(), 0
             for chunk in chunks:

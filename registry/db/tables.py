@@ -60,6 +60,7 @@ class Model(Base):
     opsets: Mapped[dict[str, Any]]
     ir_version: Mapped[int]
     producer: Mapped[str] = mapped_column(String(255), default="")
+    uploaded_by: Mapped[str | None] = mapped_column(String(32))  # the API key's id; None in open mode
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -102,6 +103,7 @@ class Build(Base):
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     timing_cache: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    submitted_by: Mapped[str | None] = mapped_column(String(32), index=True)  # the API key's id; None: open mode
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     enqueued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
@@ -176,7 +178,7 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255), unique=True)
     prefix: Mapped[str] = mapped_column(String(16), index=True)
     hash: Mapped[str] = mapped_column(String(128))
     scopes: Mapped[list[Any]]

@@ -6,29 +6,33 @@ same transaction). The worker's side of a build (claim, lease, finish) is `regis
 
 from __future__ import annotations
 
+import math
 import uuid
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from registry.auth import OPEN, Principal
 from registry.blobs.base import BlobStore
 from registry.db.session import Database
 from registry.db.tables import Build, Engine, Model, utcnow
-from registry.errors import BuildNotFound, BuildStateError, InvalidSpec, UnsupportedOption
+from registry.errors import BuildNotFound, BuildStateError, Forbidden, InvalidInput, InvalidSpec, UnsupportedOption
 from registry.keys import build_key, spec_canonical, spec_family
 from registry.queues import build_queue
 from registry.schemas import BuildInfo, BuildList, BuildRequest, ErrorInfo
 from registry.services import fleet, outbox
 from registry.services.models import get_model
 from registry.settings import Settings
-from registry.spec import BuildSpec, parse_spec
+from registry.spec import BuildSpec, parse_spec, shape_text
 from registry.status import BuildStatus
 from registry.targets import Target, parse_target
 
 
-def submit(db: Database, settings: Settings, request: BuildRequest) -> tuple[BuildInfo, bool]:
-    """Create the build for the request's key, or return the existing one. Returns (info, created)."""
+def submit(db: Database, settings: Settings, request: BuildRequest, submitted_by: str | None = None,
+           blobs: BlobStore | None = None) -> tuple[BuildInfo, bool]:
+    """Create the build for the request's key, or return the existing one. Returns (info, created).
+    `submitted_by` is the API key's id (None in open mode); an existing build keeps its first submitter."""
     spec = parse_spec(request.spec)
     with db.session() as s:
         model = get_model(s, request.model)
@@ -36,6 +40,8 @@ def submit(db: Database, settings: Settings, request: BuildRequest) -> tuple[Bui
     offers = fleet.offers(workers)
     target, spec = fleet.complete_target(parse_target(request.target), spec, offers)
     check_spec(spec, target, model, offers)
+    check_limits(spec, settings)
+    check_inputs(request, blobs)
     key = build_key(model=model.id, target=str(target), spec=spec,
                     plugins=tuple(request.plugins), calibration=request.calibration)
     queue = build_queue(target.kind, target.version or "", target.device or "")
@@ -44,7 +50,7 @@ def submit(db: Database, settings: Settings, request: BuildRequest) -> tuple[Bui
         device=target.device, target=str(target), queue=queue, spec=spec_canonical(spec),
         spec_family=spec_family(spec), plugins=sorted(request.plugins), calibration=request.calibration,
         status=BuildStatus.QUEUED, attempt=0, max_attempts=settings.max_attempts,
-        waiting_reason=fleet.waiting_reason(queue, workers),
+        waiting_reason=fleet.waiting_reason(queue, workers), submitted_by=submitted_by,
     )
     try:
         with db.session() as s:
@@ -117,6 +123,27 @@ def _check_profiles(spec: BuildSpec, model: Model) -> None:
                                       f"(input shape {shape}); the profile gives {rng.min[d]}..{rng.max[d]}")
 
 
+def check_limits(spec: BuildSpec, settings: Settings) -> None:
+    """Refuse profiles no GPU could hold (TRTFARM_MAX_PROFILE_DIM, TRTFARM_MAX_PROFILE_ELEMENTS)."""
+    for k, profile in enumerate(spec.profiles):
+        for name, rng in profile.items():
+            if max(rng.max, default=0) > settings.max_profile_dim:
+                raise InvalidSpec(f"spec.profiles.{k}.{name}: max shape {shape_text(rng.max)} has a dimension over "
+                                  f"{settings.max_profile_dim} (TRTFARM_MAX_PROFILE_DIM)")
+            if math.prod(rng.max) > settings.max_profile_elements:
+                raise InvalidSpec(f"spec.profiles.{k}.{name}: max shape {shape_text(rng.max)} holds "
+                                  f"{math.prod(rng.max):,} elements, over {settings.max_profile_elements:,} "
+                                  "(TRTFARM_MAX_PROFILE_ELEMENTS)")
+
+
+def check_inputs(request: BuildRequest, blobs: BlobStore | None) -> None:
+    """Plugins and the calibration cache must be blobs the farm has, or the build could never run."""
+    for what, digest in [*(("plugin", d) for d in request.plugins), ("calibration cache", request.calibration)]:
+        if digest and (blobs is None or not blobs.exists(digest)):
+            raise InvalidInput(f"{what} {digest} is not in the farm's blob store; the farm cannot build with it "
+                               "(plugin and calibration uploads are not offered yet)")
+
+
 def get_build(session: Session, build_id: str) -> Build:
     row = session.get(Build, build_id)
     if row is None:
@@ -164,10 +191,13 @@ def build_info(session: Session, row: Build) -> BuildInfo:
     )
 
 
-def cancel(db: Database, build_id: str) -> BuildInfo:
-    """Cancel a queued build now; ask the worker of a running one to stop (it marks it cancelled)."""
+def cancel(db: Database, build_id: str, who: Principal = OPEN) -> BuildInfo:
+    """Cancel a queued build now; ask the worker of a running one to stop (it marks it cancelled).
+    Another key's build needs the admin scope."""
     with db.session() as s:
         row = get_build(s, build_id)
+        if row.submitted_by != who.key_id and not who.can("admin"):
+            raise Forbidden(f"build {build_id} was submitted by another API key; cancelling it needs the admin scope")
         if row.status.terminal:
             raise BuildStateError(f"build {build_id} is already {row.status}; nothing to cancel")
         s.execute(update(Build).where(Build.id == build_id, Build.status == BuildStatus.QUEUED)

@@ -24,8 +24,10 @@ from registry.errors import InvalidModel, ModelNotFound
 from registry.schemas import FileInfo, ModelInfo
 
 
-def register_model(db: Database, blobs: BlobStore, folder: Path, main: str) -> tuple[ModelInfo, bool]:
-    """Validate and store the model in `folder` whose .onnx file is `main`. Returns (info, created)."""
+def register_model(db: Database, blobs: BlobStore, folder: Path, main: str,
+                   uploaded_by: str | None = None) -> tuple[ModelInfo, bool]:
+    """Validate and store the model in `folder` whose .onnx file is `main`. Returns (info, created).
+    `uploaded_by` is the API key's id (None in open mode); a model keeps its first uploader."""
     files = _list_files(folder)
     if main not in files:
         raise InvalidModel(f"the upload has no file {main!r}")
@@ -40,16 +42,18 @@ def register_model(db: Database, blobs: BlobStore, folder: Path, main: str) -> t
             return model_info(s, existing), False
     for f in digests:
         blobs.put_file(folder / f.path, expected_digest=f.sha256)
-    return _insert(db, mid, main, proto, digests)
+    return _insert(db, mid, main, proto, digests, uploaded_by)
 
 
-def _insert(db: Database, mid: str, main: str, proto: Any, digests: list[FileDigest]) -> tuple[ModelInfo, bool]:
+def _insert(db: Database, mid: str, main: str, proto: Any, digests: list[FileDigest],
+            uploaded_by: str | None) -> tuple[ModelInfo, bool]:
     row = Model(
         id=mid, name=PurePosixPath(main).name, size=sum(f.size for f in digests),
         inputs=[d.to_api() for d in onnxinfo.graph_io(proto, inputs=True)],
         outputs=[d.to_api() for d in onnxinfo.graph_io(proto, inputs=False)],
         opsets={(o.domain or "ai.onnx"): int(o.version) for o in proto.opset_import},
         ir_version=int(proto.ir_version), producer=f"{proto.producer_name} {proto.producer_version}".strip(),
+        uploaded_by=uploaded_by,
     )
     try:
         with db.session() as s:

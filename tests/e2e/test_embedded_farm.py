@@ -208,6 +208,9 @@ def test_not_an_onnx_file_is_a_clear_error(user, farm, submitted):
 
 def test_unknown_ids_are_clear_errors(user, submitted):
     done = cli("log", "no-such-build", env=user["env"], cwd=user["cwd"])
+    assert done.returncode != 0 and "invalid_request" in done.stderr and "trtfarm builds" in done.stderr
+    assert "'no-such-build' is not an id of 32 hex characters" in done.stderr
+    done = cli("log", "0" * 32, env=user["env"], cwd=user["cwd"])
     assert done.returncode != 0 and "build_not_found" in done.stderr and "trtfarm builds" in done.stderr
     done = cli("fetch", "sha256:" + "0" * 64, env=user["env"], cwd=user["cwd"])
     assert done.returncode != 0 and "404" in done.stderr and "Traceback" not in done.stderr

@@ -323,6 +323,7 @@ class RunningFarm:
     port: int = 0
     api: Proc | None = None
     workers: list[Proc] = field(default_factory=list)
+    token: str | None = None  # an admin key of the harness when the farm requires API keys
     _clients: list[Any] = field(default_factory=list)
     _db: Any = None
     _sdk: Any = None
@@ -337,6 +338,7 @@ class RunningFarm:
         from registry.client import Farm
 
         cache = cache_dir or Path(tempfile.mkdtemp(prefix="sdk-cache-", dir=self.home))
+        kwargs.setdefault("token", self.token)
         farm = Farm(self.url, cache_dir=cache, **kwargs)
         self._clients.append(farm)
         return farm
@@ -348,7 +350,12 @@ class RunningFarm:
             self._sdk = self.client()
         return self._sdk
 
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
     def http(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client of the API (no key unless the caller passes headers)."""
         client = httpx.Client(base_url=self.url, timeout=60, **kwargs)
         self._clients.append(client)
         return client
@@ -423,7 +430,8 @@ class RunningFarm:
         return proc
 
     def live_workers(self) -> set[str]:
-        return {w["name"] for w in httpx.get(f"{self.url}/v1/workers", timeout=10).json() if w["live"]}
+        answer = httpx.get(f"{self.url}/v1/workers", timeout=10, headers=self.auth_headers).json()
+        return {w["name"] for w in answer if w["live"]}
 
     def wait_live(self, names: list[str], timeout: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
@@ -463,7 +471,7 @@ class RunningFarm:
         deadline = time.monotonic() + timeout
         info: dict = {}
         while time.monotonic() < deadline:
-            info = httpx.get(f"{self.url}/v1/builds/{build_id}", timeout=10).json()
+            info = httpx.get(f"{self.url}/v1/builds/{build_id}", timeout=10, headers=self.auth_headers).json()
             if check(info):
                 return info
             time.sleep(0.25)
@@ -547,6 +555,11 @@ def start_farm(postgres: Postgres, s3: S3, home: Path, *, workers: int = 1, blob
                        s3=s3_used, s3_prefix=prefix)
     ACTIVE.append(farm)
     try:
+        if settings.get("auth") == "required":
+            from registry.db.session import Database
+            from registry.services import keys
+
+            farm.token = keys.create_key(Database(database_url), "harness", ["admin"]).token
         farm.start_api()
         for _ in range(workers):
             farm.add_worker(wait=False, **(worker_env or {}))

@@ -226,6 +226,10 @@ SPEC_CASES = [
      ("CPU device",)),
     ("partial-target-no-fleet", "onnxruntime", batch_profile(), 409, "unserved_target",
      ("no live worker", "full target")),
+    ("dim-over-the-limit", FULL, _profile(hi=[2**20 + 1, 3, 16, 16]), 422, "invalid_spec",
+     ("TRTFARM_MAX_PROFILE_DIM",)),
+    ("dim-over-int32", FULL, _profile(hi=[2**62, 3, 16, 16]), 422, "invalid_spec", ("32-bit",)),
+    ("dim-10e30", FULL, _profile(hi=[10**30, 3, 16, 16]), 422, "invalid_spec", ("32-bit",)),
 ]
 
 
@@ -249,6 +253,43 @@ def test_bad_build_request_envelope(farm: RunningFarm, model_id: str) -> None:
         error(r, 422, "invalid_request", "model")
         r = http.post("/v1/builds", json={"model": MISSING_MODEL, "target": FULL, "spec": batch_profile()})
         error(r, 404, "model_not_found", MISSING_MODEL, "upload it first")
+        for extra, fragment in (({"plugins": ["not-a-digest"]}, "plugins"), ({"calibration": "garbage"}, "calibration"),
+                                ({"calibration": "sha256:" + "a" * 300}, "calibration"),
+                                ({"model": "sha256:\u0000" + "a" * 63}, "model"), ({"target": "x" * 300}, "target")):
+            r = http.post("/v1/builds", json={"model": model_id, "target": FULL, "spec": batch_profile(), **extra})
+            error(r, 422, "invalid_request", fragment)
+        for extra, fragment in (({"plugins": ["sha256:" + "b" * 64]}, "plugin sha256:bbbb"),
+                                ({"calibration": "sha256:" + "c" * 64}, "calibration cache sha256:cccc")):
+            r = http.post("/v1/builds", json={"model": model_id, "target": FULL, "spec": batch_profile(), **extra})
+            error(r, 422, "invalid_input", fragment, "not in the farm's blob store")
+    snap.unchanged()
+
+
+def test_nul_bytes_and_out_of_range_numbers_are_4xx_json(farm: RunningFarm, model_id: str) -> None:
+    with farm.http() as http:
+        for path in ("/v1/builds/ab%00cd", "/v1/models/sha256:%00", "/v1/builds?model=%00",
+                     "/v1/engines/resolve?model=a%00&toolchain=onnxruntime&version=1", "/v1/builds?toolchain=a%00b"):
+            error(http.get(path), 422, "invalid_request", "NUL")
+        error(http.get("/v1/builds", params={"offset": 2**63}), 422, "invalid_request", "offset")
+        error(http.get("/v1/builds", params={"limit": 10**30}), 422, "invalid_request", "limit")
+        error(http.get("/v1/builds/not-an-id"), 422, "invalid_request", "build_id")
+        error(http.get("/v1/engines/not-an-id/artifact"), 422, "invalid_request", "engine_id")
+        error(http.get("/v1/models/sha256:short"), 422, "invalid_request", "model_id")
+        error(http.get("/v1/builds", params={"toolchain": "Tensor RT"}), 422, "invalid_request", "toolchain")
+
+
+@pytest.mark.parametrize(("name", "fragment"), [("a\x00b.onnx", "control characters"), (".", "relative path"),
+                                                ("x" * 300 + ".onnx", "too long"), ("../m.onnx", "relative path"),
+                                                ("/etc/m.onnx", "relative path")])
+def test_bad_upload_file_names_are_refused(farm: RunningFarm, tmp_path: Path, name: str, fragment: str) -> None:
+    snap = Snapshot(farm)
+    data = convnet(tmp_path / "m.onnx", channels=4, layers=1, seed=91).read_bytes()
+    head = (b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="' + name.encode() +
+            b'"\r\nContent-Type: application/octet-stream\r\n\r\n')  # raw: httpx would escape a NUL
+    with farm.http() as http:
+        r = http.post("/v1/models", content=head + data + b"\r\n--b0undary--\r\n",
+                      headers={"content-type": "multipart/form-data; boundary=b0undary"})
+    error(r, 422, "invalid_model", fragment)
     snap.unchanged()
 
 

@@ -70,6 +70,8 @@ def test_submit_build_registry_fetch(farm: RunningFarm, ort_runtime: str, tmp_pa
         assert urlsplit(location).path.endswith(engine.digest.removeprefix("sha256:"))
         assert "Signature" in location
         assert httpx.get(location).content == stored
+        head = http.head(f"/v1/engines/{engine.id}/artifact")  # answered by the API: the URL is signed for GET
+        assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == str(len(stored))
 
     # resolve: the exact engine for this runtime
     found = sdk.resolve(build.model, ort_runtime)

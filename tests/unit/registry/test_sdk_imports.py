@@ -66,7 +66,7 @@ SCRIPT = textwrap.dedent(
         from registry import cli
 
         cli.add_server_commands(cli.app)
-        for command in ("up", "api", "worker", "dispatcher", "db"):
+        for command in ("up", "api", "worker", "dispatcher", "db", "keys"):
             done = CliRunner().invoke(cli.app, [command, "--port", "1"])
             assert done.exit_code == 2, (command, done.exit_code, done.output)
             assert "needs the server packages" in done.output and "trtfarm[all]" in done.output, done.output

@@ -220,3 +220,14 @@ def test_outbox_relay_marks_only_what_the_broker_took(farm):
     assert outbox.pending(db) == [] and builds.read(db, info.id).status == BuildStatus.QUEUED
     with db.session() as s:
         assert s.get(Build, info.id).enqueued_at is not None
+
+
+def test_profile_limits_come_from_the_settings(farm):
+    settings, db, model = farm
+    big = {"input": {"min": [1, 3, 16, 16], "opt": [2, 3, 16, 16], "max": [4096, 3, 16, 16]}}
+    with pytest.raises(InvalidSpec, match="TRTFARM_MAX_PROFILE_ELEMENTS"):
+        _submit(settings.model_copy(update={"max_profile_elements": 1_000_000}), db, model, spec={"profiles": [big]})
+    with pytest.raises(InvalidSpec, match="TRTFARM_MAX_PROFILE_DIM"):
+        _submit(settings.model_copy(update={"max_profile_dim": 1024}), db, model, spec={"profiles": [big]})
+    info, created = _submit(settings, db, model, spec={"profiles": [big]})  # 3.1 M elements: within the defaults
+    assert created and info.status == BuildStatus.QUEUED
