@@ -14,7 +14,9 @@ Standard library only: the SDK uses it with nothing else installed.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -89,3 +91,19 @@ def fsync_dir(folder: Path) -> None:
     finally:
         os.close(fd)
 
+
+
+def sweep(folder: Path, pattern: str, idle_s: float, *, recursive: bool = False) -> int:
+    """Remove what killed writers left behind: entries of `folder` matching `pattern` (files or folders)
+    untouched for `idle_s` seconds. A live writer keeps touching its entry, so it is left alone."""
+    cutoff, removed = time.time() - idle_s, 0
+    for path in (folder.rglob(pattern) if recursive else folder.glob(pattern)):
+        with suppress(OSError):
+            if path.lstat().st_mtime >= cutoff:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed += 1
+    return removed

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from registry import __version__, onnxinfo
-from registry.atomic import atomic_file
+from registry.atomic import PART_PREFIX, atomic_file, sweep
 from registry.compat import Runtime
 from registry.digests import CHUNK, ModelFile, canonical_json, digest_of_file, is_digest, model_id, sha256_hex
 from registry.errors import (
@@ -59,6 +59,7 @@ from registry.spec import BuildSpec, parse_spec, shape_text
 from registry.status import BuildStatus
 
 MAX_REDIRECTS = 5
+PART_IDLE_S = 15 * 60  # a download untouched this long was killed: its temp file is swept
 SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")  # an engine file's suffix that may name a cached file
 SpecLike = BuildSpec | Mapping[str, Any] | None
 Progress = Callable[[BuildInfo], Any]
@@ -91,6 +92,7 @@ class Farm:
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
         self._bare: httpx.Client | None = None  # for other origins (presigned URLs): never carries the token
         self._detected: Runtime | None = None  # 'auto', detected once per Farm
+        self._swept = False
 
     # -------------------------------------------------------------------------------- plumbing
 
@@ -340,13 +342,20 @@ class Farm:
 
     def _ensure_blob(self, engine: EngineInfo, verify: bool) -> Path:
         path = self.engine_path(engine)
-        if _cached_ok(path, engine.digest, engine.size, verify):
+        if _cached_ok(path, engine.digest, engine.size, verify, self._stamp(path)):
             return path
         return self.download(engine, path)
+
+    def _stamp(self, path: Path) -> Path:
+        """Where the stat of a verified cache file is kept (cache_dir/verified/<file name>)."""
+        return self.cache_dir / "verified" / path.name
 
     def download(self, engine: EngineInfo, path: Path | None = None) -> Path:
         """Stream an engine into the cache, verify sha256 and size, atomically rename; nothing left on failure."""
         path = path or self.engine_path(engine)
+        if not self._swept:  # temp files of an SDK killed mid-download (idle for PART_IDLE_S)
+            self._swept = True
+            sweep(self.cache_dir, f"{PART_PREFIX}*", PART_IDLE_S, recursive=True)
         with atomic_file(path, "wb", file_mode=0o444) as out, self._artifact(engine.id) as response:
             digest, size = _copy_hashing(response.iter_bytes(CHUNK), out, limit=engine.size)
             if digest != engine.digest or size != engine.size:
@@ -356,6 +365,7 @@ class Farm:
                     f"{engine.digest}. Nothing was kept; try again, and report it if it repeats",
                     details={"engine": engine.id, "expected": engine.digest, "got": digest, "size": size},
                 )
+        _mark_verified(path, self._stamp(path))
         return path
 
     @contextmanager
@@ -403,7 +413,7 @@ class Farm:
             path = self.engine_path(engine)
         except (OSError, ValueError, FarmError):
             return None
-        return engine if _cached_ok(path, engine.digest, engine.size, verify) else None
+        return engine if _cached_ok(path, engine.digest, engine.size, verify, self._stamp(path)) else None
 
     def _index_write(self, question: dict[str, Any], engine: EngineInfo) -> None:
         with atomic_file(self._index_path(question), "w") as f:
@@ -534,17 +544,35 @@ def _copy_hashing(chunks: Iterator[bytes], out: Any, limit: int) -> tuple[str, i
     return "sha256:" + h.hexdigest(), size
 
 
-def _cached_ok(path: Path, digest: str, size: int, verify: bool) -> bool:
+def _cached_ok(path: Path, digest: str, size: int, verify: bool, stamp: Path) -> bool:
+    """Whether the cached engine is intact. Its sha256 is checked again unless the file is exactly as it
+    was when last verified (size, mtime, inode, recorded in `stamp`), or always with `verify`; a corrupt
+    entry is removed (and downloaded again by the caller)."""
     try:
-        if path.stat().st_size != size:
-            return False
+        stat = path.stat()
     except OSError:
         return False
-    if verify and digest_of_file(path)[0] != digest:
-        with suppress(OSError):
-            path.unlink()  # a corrupt cache entry; it is downloaded again
+    if stat.st_size != size:
         return False
+    if not verify and stamp.is_file() and stamp.read_text() == _fingerprint(stat):
+        return True
+    if digest_of_file(path)[0] != digest:
+        for bad in (path, stamp):
+            with suppress(OSError):
+                bad.unlink()
+        return False
+    _mark_verified(path, stamp)
     return True
+
+
+def _fingerprint(stat: os.stat_result) -> str:
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+
+
+def _mark_verified(path: Path, stamp: Path) -> None:
+    """Record the stat of a file whose sha256 was just checked: an unchanged file needs no rehash."""
+    with suppress(OSError), atomic_file(stamp, "w") as f:
+        f.write(_fingerprint(path.stat()))
 
 
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:

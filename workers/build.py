@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from registry.db.session import retry_transient
 from registry.errors import BuildCancelled, InvalidInput, NotAPlan, RunnerFailed
 from registry.keys import spec_canonical
 from registry.planheader import read_plan_file_header
@@ -26,14 +27,18 @@ from workers.lease import LeaseKeeper
 from workers.verify import EngineUnderTest, Verdict, check_engine
 
 ENGINE_SUFFIX = {"tensorrt": ".plan", "onnxruntime": ".ort"}
+BUILD_DIR_PREFIX = "trtfarm-build-"  # the worker sweeps old ones a killed worker left (workers/worker.py)
 
 
 def execute_build(ctx: WorkerContext, build_id: str) -> str:
-    claim = attempts.claim(ctx.db, build_id, ctx.name, ctx.settings.lease_s)
+    """Claim and run one build. Transient database errors around the claim and the finish are retried:
+    they must not spend one of the build's attempts."""
+    claim = retry_transient(lambda: attempts.claim(ctx.db, build_id, ctx.name, ctx.settings.lease_s),
+                            what=f"claim {build_id}")
     if claim is None:
         return "not claimable"  # done, cancelled, or owned by a live lease: ack the message
-    job = attempts.job(ctx.db, build_id)
-    with tempfile.TemporaryDirectory(prefix=f"trtfarm-{build_id[:8]}-") as tmp:
+    job = retry_transient(lambda: attempts.job(ctx.db, build_id), what=f"load {build_id}")
+    with tempfile.TemporaryDirectory(prefix=f"{BUILD_DIR_PREFIX}{build_id[:8]}-") as tmp:
         log = BuildLog(Path(tmp) / "build.log")
         log.section(f"build {build_id} attempt {claim.attempt} on {ctx.name}: {job.target}")
         with LeaseKeeper(ctx, claim, log) as keeper:
@@ -55,7 +60,7 @@ def _attempt(ctx: WorkerContext, claim: Claim, job: BuildJob, tmp: Path, log: Bu
         outcome = Outcome(BuildStatus.FAILED, "worker_error", f"{exc.__class__.__name__}: {exc}", retry=True)
     log.section(str(outcome.status))
     outcome = dataclasses.replace(outcome, log_digest=ctx.blobs.put_file(log.path).digest, log_tail=log.tail_text())
-    owned = attempts.finish(ctx.db, claim, outcome)
+    owned = retry_transient(lambda: attempts.finish(ctx.db, claim, outcome), what=f"finish {claim.build_id}")
     return str(outcome.status) if owned else "lease lost"
 
 

@@ -80,7 +80,9 @@ def run(toolchain: Toolchain, command: str, args: list[str], *, workdir: Path, l
     cmd = [*runner_argv(toolchain.kind, toolchain.interpreter), command, *args, "--result", str(result_path)]
     log.write(f"$ {' '.join(cmd)}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+                            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1",
+                                 "TRTFARM_RUNNER_PARENT": str(os.getpid())},  # it dies with us (run.py)
+                            start_new_session=True)
     reader = threading.Thread(target=lambda: [log.write(line) for line in proc.stdout], daemon=True)
     reader.start()
     outcome = _wait(proc, timeout, should_stop)

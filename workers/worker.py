@@ -6,11 +6,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 
+from registry.atomic import sweep
 from registry.services import fleet
 from registry.settings import Settings
+from workers.build import BUILD_DIR_PREFIX
 from workers.celery_app import declare_queues, make_celery
 from workers.context import WorkerContext, discover
 from workers.tasks import set_context
@@ -21,6 +25,9 @@ HEARTBEAT_S = 5.0
 
 def run_worker(settings: Settings) -> None:
     """Probe toolchains, advertise the queues this worker serves, consume builds one at a time."""
+    swept = sweep(Path(tempfile.gettempdir()), f"{BUILD_DIR_PREFIX}*", settings.build_timeout_s + 3600)
+    if swept:
+        log.info("swept %d build folder(s) that killed workers left behind", swept)
     ctx = discover(settings)
     queues = ctx.queues
     if not queues:

@@ -22,6 +22,7 @@ from registry.services import models
 from registry.stores import FarmStores
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+UPLOAD_DIR_PREFIX = "trtfarm-upload-"  # swept at API start when an API died mid-upload (api/serve.py)
 ModelId = PathParam(pattern=DIGEST, description="a model id (sha256:<64 hex>)")
 
 
@@ -34,7 +35,7 @@ async def upload_model(request: Request, farm: FarmStores = Depends(stores),
     if not isinstance(main, UploadFile):
         raise InvalidModel("multipart field 'file' (the .onnx) is missing; external data goes in fields named 'files'")
     extra = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
-    folder = Path(tempfile.mkdtemp(prefix="trtfarm-upload-"))
+    folder = Path(tempfile.mkdtemp(prefix=UPLOAD_DIR_PREFIX))
     try:
         main_name = _safe_name(main.filename or "model.onnx")
         _store(main, folder / main_name)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
+log = logging.getLogger("trtfarm.db")
 
 
 def make_engine(url: str) -> Engine:
@@ -50,3 +57,25 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database that is restarting, unreachable or dropped our connection: worth trying again."""
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def retry_transient(call: Callable[[], T], *, what: str, tries: int = 8, first_delay: float = 0.25,
+                    max_delay: float = 5.0, sleep: Callable[[float], None] = time.sleep) -> T:
+    """`call()`, again after transient database errors (backoff 0.25 s doubling to 5 s: about 25 s in all);
+    any other error, or the last transient one, is raised."""
+    delay = first_delay
+    for attempt in range(1, tries + 1):
+        try:
+            return call()
+        except DBAPIError as exc:
+            if not is_transient(exc) or attempt == tries:
+                raise
+            log.warning("%s: transient database error (try %d of %d): %s", what, attempt, tries, exc.orig)
+            sleep(delay)
+            delay = min(max_delay, delay * 2)
+    raise AssertionError("unreachable")

@@ -8,6 +8,7 @@ turns them into rows.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -148,6 +149,9 @@ def finish(db: Database, claim_: Claim, outcome: Outcome) -> bool:
         row = s.get(Build, claim_.build_id)
         failed = outcome.status == BuildStatus.FAILED
         requeue = outcome.retry and failed and row is not None and row.attempt < row.max_attempts
+        if requeue and row.cancel_requested:  # nobody should run it again: the cancel wins
+            requeue, outcome = False, dataclasses.replace(outcome, status=BuildStatus.CANCELLED, error_code="cancelled",
+                                                          error_message="cancelled while running")
         values: dict[str, Any] = {
             "status": BuildStatus.QUEUED if requeue else outcome.status, "error_code": outcome.error_code,
             "error_message": outcome.error_message, "log_digest": outcome.log_digest, "lease_until": None,

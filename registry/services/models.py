@@ -36,12 +36,13 @@ def register_model(db: Database, blobs: BlobStore, folder: Path, main: str,
     onnxinfo.check(folder / main, main)
     digests = [FileDigest(p, *digest_of_file(folder / p)) for p in sorted(files)]
     mid = model_id(digests)
+    for f in digests:  # also when the model is known: a blob that went missing is restored (put is idempotent)
+        if not blobs.exists(f.sha256):
+            blobs.put_file(folder / f.path, expected_digest=f.sha256)
     with db.session() as s:
         existing = s.get(Model, mid)
         if existing is not None:
             return model_info(s, existing), False
-    for f in digests:
-        blobs.put_file(folder / f.path, expected_digest=f.sha256)
     return _insert(db, mid, main, proto, digests, uploaded_by)
 
 

@@ -6,7 +6,7 @@ Re-publishing is safe: a duplicate delivery finds no claimable row and is acked.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -20,13 +20,14 @@ from registry.status import BuildStatus
 
 @dataclass
 class ReapReport:
-    requeued: list[str]
-    failed: list[str]
-    republished: list[str]
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    republished: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
 
 
 def reap(db: Database, settings: Settings) -> ReapReport:
-    report = ReapReport([], [], [])
+    report = ReapReport()
     now = utcnow()
     with db.session() as s:
         expired = s.scalars(select(Build).where(Build.status == BuildStatus.RUNNING, Build.lease_until < now)).all()
@@ -35,6 +36,9 @@ def reap(db: Database, settings: Settings) -> ReapReport:
         workers = fleet.live_workers(s, settings.worker_live_s)
         idle_queues = {q for w in workers if w.current_build is None for q in w.queues}
         stale = now - timedelta(seconds=settings.requeue_stale_s)
+        s.execute(update(Build).where(Build.status == BuildStatus.QUEUED, Build.cancel_requested.is_(True))
+                  .values(status=BuildStatus.CANCELLED, finished_at=now, error_code="cancelled",
+                          error_message="cancelled while its attempt was being handed back"))
         for b in s.scalars(select(Build).where(Build.status == BuildStatus.QUEUED)).all():
             b.waiting_reason = fleet.waiting_reason(b.queue, workers)
             if b.queue in idle_queues and (b.enqueued_at or b.created_at) < stale and not outbox.has_pending(s, b.id):
@@ -45,6 +49,12 @@ def reap(db: Database, settings: Settings) -> ReapReport:
 
 def _expire(s, b: Build, report: ReapReport) -> None:  # noqa: ANN001
     guard = (Build.id == b.id) & (Build.attempt == b.attempt) & (Build.status == BuildStatus.RUNNING)
+    if b.cancel_requested:  # its worker died before it could stop: the cancel stands, nothing runs it again
+        s.execute(update(Build).where(guard).values(
+            status=BuildStatus.CANCELLED, finished_at=utcnow(), lease_until=None, error_code="cancelled",
+            error_message=f"cancelled while running; its worker {b.worker} stopped answering before it stopped"))
+        report.cancelled.append(b.id)
+        return
     if b.attempt >= b.max_attempts:
         s.execute(update(Build).where(guard).values(
             status=BuildStatus.FAILED, finished_at=utcnow(), lease_until=None, error_code="lease_expired",

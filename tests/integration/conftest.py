@@ -290,6 +290,13 @@ class Proc:
         _kill_all(victims)
         self.popen.wait(timeout=10)
 
+    def kill_alone(self) -> None:
+        """SIGKILL the process and its own group only, as the OOM killer would: what it started in other
+        sessions (toolchain runners) must go by itself."""
+        if self.alive:
+            _signal_group(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=10)
+
     def stop(self, grace: float = 5.0) -> None:
         if not self.alive:
             return

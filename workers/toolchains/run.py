@@ -8,8 +8,11 @@ the remaining arguments.
 
 import os
 import runpy
+import signal
 import sys
 
+PARENT_ENV = "TRTFARM_RUNNER_PARENT"
+PR_SET_PDEATHSIG = 1
 HERE = os.path.dirname(os.path.abspath(__file__))
 PARENT = os.path.dirname(HERE)
 
@@ -32,7 +35,24 @@ def _fail(message: str) -> int:
     return common.exit_code(result)
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this runner when the worker that started it dies (TRTFARM_RUNNER_PARENT holds its pid),
+    so a worker killed with -9 leaves no runner holding its GPU. Elsewhere: nothing."""
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the worker died before prctl: nobody would signal us
+        os._exit(1)
+
+
 def main() -> int:
+    _die_with_parent()
     _prepare_path()
     import toolchains
 

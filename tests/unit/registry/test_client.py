@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -325,6 +326,19 @@ def test_fetch_downloads_verifies_and_caches(tmp_path: Path) -> None:
     assert "spec_family" not in query
 
 
+def test_a_download_sweeps_what_a_killed_download_left(tmp_path: Path) -> None:
+    shard = tmp_path / "cache" / "engines" / "sha256" / "ab"
+    shard.mkdir(parents=True)
+    stale, live = shard / ".part-killed", shard / ".part-in-progress"
+    stale.write_bytes(b"half an engine")
+    live.write_bytes(b"another process is writing this")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    farm, _ = make_farm(tmp_path, artifact_routes())
+    farm.fetch(MODEL, H100)
+    assert not stale.exists() and live.exists()
+
+
 def test_second_fetch_makes_no_http_request(tmp_path: Path) -> None:
     farm, fake = make_farm(tmp_path, artifact_routes())
     first = farm.fetch(MODEL, "tensorrt==8.6.0@h100-80gb-hbm3/sm_90", {"precision": ["fp16"]})
@@ -361,6 +375,18 @@ def test_verify_cached_catches_same_size_corruption(tmp_path: Path) -> None:
     os.chmod(path, 0o644)
     path.write_bytes(b"X" * len(PLAN))
     assert farm.fetch(MODEL, H100, verify_cached=True).read_bytes() == PLAN
+    assert fake.paths()[-1] == "GET /v1/engines/eng-1/artifact"
+
+
+def test_a_cache_hit_rehashes_a_file_that_changed_since_it_was_verified(tmp_path: Path) -> None:
+    farm, fake = make_farm(tmp_path, artifact_routes())
+    path = farm.fetch(MODEL, H100)
+    assert farm.fetch(MODEL, H100) == path and len(fake.requests) == 2  # unchanged: a hit, no rehash needed
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:  # one flipped byte, same size: caught without verify_cached
+        f.seek(5)
+        f.write(bytes([PLAN[5] ^ 0xFF]))
+    assert farm.fetch(MODEL, H100).read_bytes() == PLAN
     assert fake.paths()[-1] == "GET /v1/engines/eng-1/artifact"
 
 

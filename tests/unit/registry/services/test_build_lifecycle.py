@@ -231,3 +231,54 @@ def test_profile_limits_come_from_the_settings(farm):
         _submit(settings.model_copy(update={"max_profile_dim": 1024}), db, model, spec={"profiles": [big]})
     info, created = _submit(settings, db, model, spec={"profiles": [big]})  # 3.1 M elements: within the defaults
     assert created and info.status == BuildStatus.QUEUED
+
+
+def test_a_cancelled_build_whose_worker_died_ends_cancelled(farm):
+    settings, db, model = farm
+    info, _ = _submit(settings, db, model)
+    attempts.claim(db, info.id, "w1", 60)
+    assert builds.cancel(db, info.id).status == BuildStatus.RUNNING  # asked; the worker never answers
+    with db.session() as s:
+        s.execute(update(Build).where(Build.id == info.id).values(lease_until=utcnow() - timedelta(seconds=1)))
+    report = reaper.reap(db, settings)
+    assert report.cancelled == [info.id] and report.requeued == [] and report.republished == []
+    done = builds.read(db, info.id)
+    assert done.status == BuildStatus.CANCELLED and "stopped answering" in done.error.message
+    assert attempts.claim(db, info.id, "w2", 60) is None and reaper.reap(db, settings).requeued == []
+
+
+def test_a_retry_after_a_cancel_request_ends_cancelled(farm):
+    settings, db, model = farm
+    info, _ = _submit(settings, db, model)
+    claim = attempts.claim(db, info.id, "w1", 60)
+    builds.cancel(db, info.id)
+    assert attempts.finish(db, claim, Outcome(BuildStatus.FAILED, "worker_error", "disk full", retry=True))
+    assert builds.read(db, info.id).status == BuildStatus.CANCELLED
+    assert len(outbox.pending(db)) == 1  # the submit's message only: no requeue
+
+
+def test_transient_database_errors_are_retried_then_raised():
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from registry.db.session import retry_transient
+
+    calls, slept = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("UPDATE builds", {}, ConnectionError("terminating connection"))
+        return "claimed"
+
+    assert retry_transient(flaky, what="claim", sleep=slept.append) == "claimed" and slept == [0.25, 0.5]
+    def down():
+        raise OperationalError("UPDATE builds", {}, ConnectionError("the database is down"))
+
+    def duplicate():
+        raise IntegrityError("INSERT", {}, ValueError("duplicate key"))
+
+    with pytest.raises(OperationalError):  # still down after the last try
+        retry_transient(down, what="claim", tries=3, sleep=slept.append)
+    assert slept == [0.25, 0.5, 0.25, 0.5]
+    with pytest.raises(IntegrityError):  # not transient: raised at once
+        retry_transient(duplicate, what="finish", sleep=lambda _: pytest.fail("slept"))
