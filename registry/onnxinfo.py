@@ -150,6 +150,27 @@ def numpy_dtype(elem_type: int) -> Any:
     return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
 
 
+def summary(path: Path, main: str) -> dict[str, Any]:
+    """What the farm records of an uploaded model (run by registry.intake in a bounded child process):
+    its external-data files, inputs, outputs, opsets; InvalidModel when it is no valid ONNX model."""
+    proto = load(path, main)
+    external = external_files(proto, main)
+    root = path.parents[len(PurePosixPath(main).parts) - 1]  # the upload's folder
+    missing = [f for f in external if not (root / f).is_file()]
+    if missing:  # before the checker, whose message would be about a temp path
+        raise InvalidModel(f"{main} references external data not in the upload: {', '.join(missing)}; "
+                           "send each as an extra file with its relative path")
+    check(path, main)
+    return {
+        "external_files": external,
+        "inputs": [d.to_api() for d in graph_io(proto, inputs=True)],
+        "outputs": [d.to_api() for d in graph_io(proto, inputs=False)],
+        "opsets": {(o.domain or "ai.onnx"): int(o.version) for o in proto.opset_import},
+        "ir_version": int(proto.ir_version),
+        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+    }
+
+
 def local_layout(path: Path) -> list[str]:
     """The external-data files of the .onnx at `path` relative to its folder ([] without onnx)."""
     if not available():

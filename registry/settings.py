@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from registry.intake import IntakeLimits
+
 DEFAULT_PORT = 8470  # `trtfarm up` and `trtfarm api` listen here unless told otherwise
 
 
@@ -44,6 +46,10 @@ class Settings(BaseSettings):
     docs_public: bool = False  # /docs and /openapi.json without a key
 
     max_upload_mib: int = 2048
+    # model intake: graph elements scanned before parsing; the parser's memory (plus 3x the upload) and time
+    max_model_elements: int = 500_000
+    intake_memory_mib: int = 1024
+    intake_timeout_s: float = 120.0
     # optimization profiles: the largest dimension and the most elements of one input's max shape
     max_profile_dim: int = 1 << 20
     max_profile_elements: int = 1 << 31
@@ -57,6 +63,9 @@ class Settings(BaseSettings):
     # a queued build with no message in flight for this long, while a worker of its queue idles, is re-sent
     requeue_stale_s: float = 30.0
     relay_interval_s: float = 0.3
+
+    def intake_limits(self) -> IntakeLimits:
+        return IntakeLimits(self.max_model_elements, self.intake_memory_mib, self.intake_timeout_s)
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'farm.db'}"

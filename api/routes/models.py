@@ -38,11 +38,10 @@ async def upload_model(request: Request, farm: FarmStores = Depends(stores),
     folder = Path(tempfile.mkdtemp(prefix=UPLOAD_DIR_PREFIX))
     try:
         main_name = _safe_name(main.filename or "model.onnx")
-        _store(main, folder / main_name)
-        for f in extra:
-            _store(f, folder / _safe_name(f.filename or ""))
+        for f, name in [(main, main_name), *((f, _safe_name(f.filename or "")) for f in extra)]:
+            await run_in_threadpool(_store, f, folder / name)  # a 600 MB copy must not hold the event loop
         info, created = await run_in_threadpool(models.register_model, farm.db, farm.blobs, folder, main_name,
-                                                who.key_id)
+                                                who.key_id, farm.settings.intake_limits())
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         await form.close()

@@ -14,26 +14,30 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry import onnxinfo
+from registry import intake
 from registry.blobs.base import BlobStore
 from registry.db.session import Database
 from registry.db.tables import Model, ModelFile
 from registry.digests import ModelFile as FileDigest
 from registry.digests import digest_of_file, model_id
 from registry.errors import InvalidModel, ModelNotFound
+from registry.intake import IntakeLimits
 from registry.schemas import FileInfo, ModelInfo
 
+DEFAULT_LIMITS = IntakeLimits()
 
-def register_model(db: Database, blobs: BlobStore, folder: Path, main: str,
-                   uploaded_by: str | None = None) -> tuple[ModelInfo, bool]:
+
+def register_model(db: Database, blobs: BlobStore, folder: Path, main: str, uploaded_by: str | None = None,
+                   limits: IntakeLimits = DEFAULT_LIMITS) -> tuple[ModelInfo, bool]:
     """Validate and store the model in `folder` whose .onnx file is `main`. Returns (info, created).
-    `uploaded_by` is the API key's id (None in open mode); a model keeps its first uploader."""
+    `uploaded_by` is the API key's id (None in open mode); a model keeps its first uploader. The model is
+    parsed with bounded memory and time (registry.intake), never in this process."""
     files = _list_files(folder)
     if main not in files:
         raise InvalidModel(f"the upload has no file {main!r}")
-    proto = onnxinfo.load(folder / main, main)
-    _check_external(set(onnxinfo.external_files(proto, main)), files, main)
-    onnxinfo.check(folder / main, main)
+    upload_bytes = sum((folder / f).stat().st_size for f in files)
+    found = intake.inspect(folder / main, main, limits, upload_bytes)
+    _check_external(set(found["external_files"]), files, main)
     digests = [FileDigest(p, *digest_of_file(folder / p)) for p in sorted(files)]
     mid = model_id(digests)
     for f in digests:  # also when the model is known: a blob that went missing is restored (put is idempotent)
@@ -43,18 +47,15 @@ def register_model(db: Database, blobs: BlobStore, folder: Path, main: str,
         existing = s.get(Model, mid)
         if existing is not None:
             return model_info(s, existing), False
-    return _insert(db, mid, main, proto, digests, uploaded_by)
+    return _insert(db, mid, main, found, digests, uploaded_by)
 
 
-def _insert(db: Database, mid: str, main: str, proto: Any, digests: list[FileDigest],
+def _insert(db: Database, mid: str, main: str, found: dict[str, Any], digests: list[FileDigest],
             uploaded_by: str | None) -> tuple[ModelInfo, bool]:
     row = Model(
-        id=mid, name=PurePosixPath(main).name, size=sum(f.size for f in digests),
-        inputs=[d.to_api() for d in onnxinfo.graph_io(proto, inputs=True)],
-        outputs=[d.to_api() for d in onnxinfo.graph_io(proto, inputs=False)],
-        opsets={(o.domain or "ai.onnx"): int(o.version) for o in proto.opset_import},
-        ir_version=int(proto.ir_version), producer=f"{proto.producer_name} {proto.producer_version}".strip(),
-        uploaded_by=uploaded_by,
+        id=mid, name=PurePosixPath(main).name, size=sum(f.size for f in digests), inputs=found["inputs"],
+        outputs=found["outputs"], opsets=found["opsets"], ir_version=found["ir_version"],
+        producer=found["producer"], uploaded_by=uploaded_by,
     )
     try:
         with db.session() as s:

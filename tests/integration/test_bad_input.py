@@ -170,6 +170,32 @@ def test_external_data_missing_or_extra_files(farm: RunningFarm, tmp_path: Path)
     snap.unchanged()
 
 
+def _peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+
+
+def test_a_protobuf_bomb_is_refused_without_the_api_growing(farm_factory, tmp_path: Path) -> None:
+    """8 MiB of empty nodes (once 1 GiB and 6 s inside the API): refused by the raw scan, never parsed."""
+    farm = farm_factory(workers=0)  # this module's farm takes 1 MiB uploads only
+    graph = b"\x0a\x00" * (4 << 20)  # 4 Mi empty NodeProtos
+    size, length = len(graph), bytearray()
+    while True:  # the graph's length as a protobuf varint
+        length.append(size & 0x7F | (0x80 if size > 0x7F else 0))
+        size >>= 7
+        if not size:
+            break
+    bomb = tmp_path / "bomb.onnx"
+    bomb.write_bytes(b"\x08\x08" + b"\x3a" + bytes(length) + graph)  # ir_version 8; field 7, the graph
+    before = _peak_rss_mib(farm.api.popen.pid)
+    with farm.http() as http:
+        r = http.post("/v1/models", files={"file": ("bomb.onnx", bomb.read_bytes())})
+    error(r, 422, "invalid_model", "graph elements", "TRTFARM_MAX_MODEL_ELEMENTS")
+    assert _peak_rss_mib(farm.api.popen.pid) - before < 100  # the upload spools to disk; nothing parses it here
+    with farm.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Model)) == 0
+
+
 def test_oversize_upload_is_refused(farm: RunningFarm, tmp_path: Path) -> None:
     big = convnet(tmp_path / "big.onnx", channels=16, layers=1, size=64)  # a 2.6 MB model; the limit is 1 MiB
     assert big.stat().st_size > 2 << 20
