@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 
 from registry import errors as e
-from registry.schemas import DIGEST, HEX_ID, SLUG
+from registry.schemas import DIGEST, HEX_ID, SLUG, ErrorBody
 
 log = logging.getLogger("trtfarm.api")
 
@@ -30,6 +30,19 @@ STATUS: list[tuple[type[e.FarmError], int]] = [
     (e.Unavailable, 503),
     (e.ToolchainError, 500),
 ]
+
+
+def documented(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI `responses` for error statuses: each answers the JSON ErrorBody."""
+    what = {401: "no valid API key", 403: "the key lacks the scope", 404: "not found", 409: "conflict",
+            413: "request body over the limit", 416: "range not satisfiable", 422: "bad input",
+            500: "a bug (the server log has it)", 502: "the blob store failed", 503: "the database does not answer",
+            507: "the blob store is full"}
+    return {s: {"model": ErrorBody, "description": what[s]} for s in statuses}
+
+
+# What any route may answer besides its own successes: auth, bad input, database down, a bug.
+COMMON = documented(401, 403, 404, 422, 500, 503)
 
 
 def status_for(exc: e.FarmError) -> int:

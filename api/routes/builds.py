@@ -7,13 +7,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api.auth import read_scope, submit_scope
 from api.deps import stores
+from api.errors import COMMON, documented
 from registry.auth import Principal
 from registry.schemas import DIGEST, HEX_ID, SLUG, BuildInfo, BuildList, BuildRequest
 from registry.services import builds
 from registry.status import BuildStatus
 from registry.stores import FarmStores
 
-router = APIRouter(prefix="/v1/builds", tags=["builds"])
+router = APIRouter(prefix="/v1/builds", tags=["builds"], responses={**COMMON, **documented(409, 502)})
 MAX_OFFSET = 10**9
 BuildId = Path(pattern=HEX_ID, description="a build id (32 hex)")
 
@@ -39,7 +40,8 @@ def get_build(build_id: str = BuildId, farm: FarmStores = Depends(stores)) -> Bu
     return builds.read(farm.db, build_id)
 
 
-@router.get("/{build_id}/log", response_class=PlainTextResponse, dependencies=[Depends(read_scope)])
+@router.get("/{build_id}/log", dependencies=[Depends(read_scope)], response_model=None, responses={
+    200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "the build's log"}})
 def get_log(build_id: str = BuildId, farm: FarmStores = Depends(stores)) -> PlainTextResponse:
     return PlainTextResponse(builds.log_text(farm.db, farm.blobs, build_id))
 

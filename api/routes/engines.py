@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from api.auth import read_scope
 from api.deps import stores
-from api.errors import error_response
+from api.errors import COMMON, documented, error_response
 from api.ranges import byte_range
 from registry import compat
 from registry.errors import RangeNotSatisfiable
-from registry.schemas import DIGEST, HEX_ID, SLUG, EngineInfo, EngineList, ErrorBody, Resolution
+from registry.schemas import DIGEST, HEX_ID, SLUG, EngineInfo, EngineList, Resolution
 from registry.services import engines
 from registry.stores import FarmStores
 
-router = APIRouter(prefix="/v1/engines", tags=["engines"], dependencies=[Depends(read_scope)])
+router = APIRouter(prefix="/v1/engines", tags=["engines"], dependencies=[Depends(read_scope)],
+                   responses={**COMMON, **documented(502)})
 EngineId = Path(pattern=HEX_ID, description="an engine id (32 hex)")
 
 
@@ -44,24 +45,42 @@ def get_engine(engine_id: str = EngineId, farm: FarmStores = Depends(stores)) ->
     return engines.read(farm.db, engine_id)
 
 
-@router.api_route("/{engine_id}/artifact", methods=["GET", "HEAD"], responses={
+def _artifact_headers(engine: EngineInfo) -> dict[str, str]:
+    return {"ETag": f'"{engine.digest}"', "Accept-Ranges": "bytes", "X-Content-SHA256": engine.digest,
+            "Content-Disposition": f'attachment; filename="{engine.filename}"'}
+
+
+def _not_modified(if_none_match: str | None, etag: str) -> bool:
+    return bool(if_none_match) and (etag in if_none_match or if_none_match.strip() == "*")
+
+
+@router.head("/{engine_id}/artifact", responses={200: {"description": "the artifact's headers, no body"},
+                                                 304: {"description": "If-None-Match matched"}})
+def head_artifact(engine_id: str = EngineId, if_none_match: str | None = Header(None),
+                  farm: FarmStores = Depends(stores)) -> Response:
+    """The headers a GET would send (Range does not apply), answered by the API also for S3-backed farms:
+    a presigned URL is signed for GET only."""
+    engine = engines.read(farm.db, engine_id)
+    headers = _artifact_headers(engine)
+    if _not_modified(if_none_match, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    return Response(status_code=200, headers={**headers, "Content-Length": str(engine.size)},
+                    media_type="application/octet-stream")
+
+
+@router.get("/{engine_id}/artifact", responses={
     200: {"content": {"application/octet-stream": {}}, "description": "the whole artifact"},
     206: {"description": "one byte range (Range: bytes=…)"}, 304: {"description": "If-None-Match matched"},
-    307: {"description": "a presigned URL of the blob store (GET only)"},
-    416: {"model": ErrorBody, "description": "the range starts past the end"}})
-def get_artifact(request: Request, engine_id: str = EngineId, range_: str | None = Header(None, alias="range"),
+    307: {"description": "a presigned URL of the blob store"}, **documented(416)})
+def get_artifact(engine_id: str = EngineId, range_: str | None = Header(None, alias="range"),
                  if_range: str | None = Header(None), if_none_match: str | None = Header(None),
                  farm: FarmStores = Depends(stores)) -> Response:
-    """The engine's bytes: streamed (Range, If-Range, ETag, HEAD), or a redirect to the blob store."""
+    """The engine's bytes: streamed (Range, If-Range, ETag), or a redirect to the blob store."""
     engine = engines.read(farm.db, engine_id)
-    etag = f'"{engine.digest}"'
-    headers = {"ETag": etag, "Accept-Ranges": "bytes", "X-Content-SHA256": engine.digest,
-               "Content-Disposition": f'attachment; filename="{engine.filename}"'}
-    if if_none_match and (etag in if_none_match or if_none_match.strip() == "*"):
+    headers = _artifact_headers(engine)
+    etag = headers["ETag"]
+    if _not_modified(if_none_match, etag):
         return Response(status_code=304, headers=headers)
-    if request.method == "HEAD":  # Range applies to GET only; a presigned URL is signed for GET
-        headers["Content-Length"] = str(engine.size)
-        return Response(status_code=200, headers=headers, media_type="application/octet-stream")
     url = farm.blobs.presigned_url(engine.digest, filename=engine.filename)
     if url:
         return RedirectResponse(url, status_code=307, headers=headers)

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.auth import read_scope, require_unless
 from api.deps import stores
+from api.errors import COMMON
 from registry.schemas import WorkerInfo
 from registry.services import fleet, health, stats
 from registry.stores import FarmStores
@@ -20,7 +21,7 @@ def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "the database or the blob store does not answer"}})
 def readyz(farm: FarmStores = Depends(stores)) -> JSONResponse:
     checks = health.readiness(farm)
     ready = all(v == "ok" for v in checks.values())
@@ -28,7 +29,8 @@ def readyz(farm: FarmStores = Depends(stores)) -> JSONResponse:
                         status_code=200 if ready else 503)
 
 
-@router.get("/v1/workers", response_model=list[WorkerInfo], tags=["workers"], dependencies=[Depends(read_scope)])
+@router.get("/v1/workers", response_model=list[WorkerInfo], tags=["workers"], dependencies=[Depends(read_scope)],
+            responses=COMMON)
 def workers(farm: FarmStores = Depends(stores)) -> list[WorkerInfo]:
     return fleet.worker_infos(farm.db, farm.settings.worker_live_s)
 

@@ -6,11 +6,13 @@ from fastapi import APIRouter, Depends
 
 from api.auth import admin_scope
 from api.deps import stores
+from api.errors import COMMON, documented
 from registry.schemas import KeyCreated, KeyInfo, KeyRequest
 from registry.services import keys
 from registry.stores import FarmStores
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(admin_scope)])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(admin_scope)],
+                   responses={**COMMON, **documented(409)})
 
 
 @router.post("", response_model=KeyCreated, status_code=201)

@@ -15,13 +15,14 @@ from starlette.datastructures import UploadFile
 
 from api.auth import read_scope, submit_scope
 from api.deps import stores
+from api.errors import COMMON, documented
 from registry.auth import Principal
 from registry.errors import InvalidModel, StoreFull
 from registry.schemas import DIGEST, ModelInfo
 from registry.services import models
 from registry.stores import FarmStores
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses={**COMMON, **documented(413, 502, 507)})
 UPLOAD_DIR_PREFIX = "trtfarm-upload-"  # swept at API start when an API died mid-upload (api/serve.py)
 ModelId = PathParam(pattern=DIGEST, description="a model id (sha256:<64 hex>)")
 
