@@ -357,7 +357,11 @@ class Farm:
             self._swept = True
             sweep(self.cache_dir, f"{PART_PREFIX}*", PART_IDLE_S, recursive=True)
         with atomic_file(path, "wb", file_mode=0o444) as out, self._artifact(engine.id) as response:
-            digest, size = _copy_hashing(response.iter_bytes(CHUNK), out, limit=engine.size)
+            try:
+                digest, size = _copy_hashing(response.iter_bytes(CHUNK), out, limit=engine.size)
+            except httpx.TransportError as exc:  # the farm refuses to finish a blob that fails its digest, too
+                raise Unreachable(f"the download of engine {engine.id} broke off ({exc}); nothing was kept. "
+                                  "Try again; if it repeats, the farm's copy may be corrupt (see its log)") from exc
             if digest != engine.digest or size != engine.size:
                 raise DigestMismatch(
                     f"engine {engine.id}: downloaded {size} bytes hashing to {digest}; "

@@ -88,10 +88,19 @@ def get_artifact(engine_id: str = EngineId, range_: str | None = Header(None, al
         wanted = byte_range(range_, engine.size, if_range=if_range, etag=etag)
     except RangeNotSatisfiable as exc:
         return error_response(exc, headers={**headers, "Content-Range": f"bytes */{engine.size}"})
-    start, end = wanted or (0, engine.size - 1)
+    if wanted is None:  # the whole artifact, checked as it streams: a corrupt blob never arrives complete
+        headers["Content-Length"] = str(engine.size)
+        return StreamingResponse(farm.blobs.stream_verified(engine.digest), media_type="application/octet-stream",
+                                 headers=headers)
+    _verify(farm, engine.digest)  # a range cannot be checked alone: the whole blob is, first
+    start, end = wanted
     headers["Content-Length"] = str(end - start + 1)
-    if wanted:
-        headers["Content-Range"] = f"bytes {start}-{end}/{engine.size}"
+    headers["Content-Range"] = f"bytes {start}-{end}/{engine.size}"
     body = farm.blobs.open_range(engine.digest, start, end + 1)  # open_range's end is exclusive
-    return StreamingResponse(body, status_code=206 if wanted else 200, media_type="application/octet-stream",
-                             headers=headers)
+    return StreamingResponse(body, status_code=206, media_type="application/octet-stream", headers=headers)
+
+
+def _verify(farm: FarmStores, digest: str) -> None:
+    """DigestMismatch (and the blob quarantined) unless the stored blob hashes to its digest."""
+    for _ in farm.blobs.stream_verified(digest):
+        pass

@@ -10,6 +10,7 @@ Digests are always computed from the bytes as they stream by (never from an S3 E
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +21,8 @@ from pathlib import Path
 from registry.atomic import temp_file
 from registry.digests import CHUNK, is_digest
 from registry.errors import BlobError, DigestMismatch, FarmError
+
+log = logging.getLogger(__name__)
 
 _DIGEST_LEN = len("sha256:") + 64
 
@@ -96,6 +99,12 @@ class BlobStore(ABC):
         otherwise immutable.
         """
 
+    def quarantine(self, digest: str) -> None:
+        """Take a blob whose bytes do not hash to its digest out of service: later reads find nothing
+        (BlobNotFound) and a re-upload or rebuild stores a good copy. This store deletes it."""
+        log.error("blob %s in %s does not match its digest: deleted", digest, self.describe())
+        self.delete(digest)
+
     # ---- reads ----------------------------------------------------------------------------------
     @abstractmethod
     def exists(self, digest: str) -> bool: ...
@@ -113,6 +122,31 @@ class BlobStore(ABC):
         nothing. Range reads are NOT verified (only whole-blob reads can be); use get_to_file or
         get_bytes when the bytes must be trusted.
         """
+
+    def stream_verified(self, digest: str) -> Iterator[bytes]:
+        """The whole blob, hashed as it streams; the last chunk is held back until the digest is checked.
+        On a mismatch the blob is quarantined and DigestMismatch raised instead of the last bytes, so a
+        reader (an HTTP client) never receives the complete wrong blob. BlobNotFound comes at the call."""
+        size, chunks = self._open_stream(check_digest(digest))
+
+        def verified() -> Iterator[bytes]:
+            h, n, held = hashlib.sha256(), 0, None
+            try:
+                for chunk in chunks:
+                    h.update(chunk)
+                    n += len(chunk)
+                    if held is not None:
+                        yield held
+                    held = chunk
+            finally:
+                _close(chunks)
+            if sha256_digest(h) != digest or n != size:
+                self.quarantine(digest)
+                raise mismatch(digest, sha256_digest(h), n, where=f"{self.describe()} (quarantined)")
+            if held is not None:
+                yield held
+
+        return verified()
 
     def _open_stream(self, digest: str) -> tuple[int, Iterator[bytes]]:
         """(stored size, chunks of the whole blob). Subclasses may do this in one request."""

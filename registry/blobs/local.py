@@ -101,6 +101,16 @@ class LocalBlobStore(BlobStore):
     def delete(self, digest: str) -> None:
         _unlink_quietly(self.path_for(digest))
 
+    def quarantine(self, digest: str) -> None:
+        """Move a blob that does not match its digest to root/quarantine/ (kept for inspection)."""
+        dest = self.root / "quarantine" / self.path_for(digest).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(self.path_for(digest), dest)
+        except FileNotFoundError:
+            return
+        log.error("blob %s in %s does not match its digest: moved to %s", digest, self.describe(), dest)
+
     # ---- reads ----------------------------------------------------------------------------------
     def exists(self, digest: str) -> bool:
         return self.path_for(digest).is_file()

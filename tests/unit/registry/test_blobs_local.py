@@ -331,3 +331,20 @@ def test_unknown_scheme_message_names_accepted_forms() -> None:
         open_blob_store("azure://container/x")
     msg = exc.value.message
     assert "azure" in msg and "file:///" in msg and "s3://bucket" in msg and "folder path" in msg
+
+
+def test_stream_verified_holds_back_the_last_chunk_of_a_corrupt_blob(tmp_path):
+    store = LocalBlobStore(tmp_path / "blobs")
+    data = bytes(range(256)) * 20_000  # 5 MB: several chunks
+    info = store.put_bytes(data)
+    assert b"".join(store.stream_verified(info.digest)) == data
+    path = store.path_for(info.digest)
+    os.chmod(path, 0o644)
+    path.write_bytes(data[:-1] + b"\x00")
+    got = []
+    with pytest.raises(DigestMismatch, match="quarantined"):
+        got.extend(store.stream_verified(info.digest))
+    assert 0 < len(b"".join(got)) < len(data)  # the reader never had the whole wrong blob
+    assert not path.exists() and (tmp_path / "blobs" / "quarantine" / path.name).exists()
+    with pytest.raises(BlobNotFound):
+        store.stream_verified(info.digest)
