@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from api import errors
@@ -12,11 +15,22 @@ from registry.settings import Settings, get_settings
 from registry.stores import FarmStores
 
 
+@asynccontextmanager
+async def _threads_within_the_pool(app: FastAPI) -> AsyncIterator[None]:
+    """Sync routes run in anyio's thread pool; it gets no more threads than the database pool has
+    connections, so a burst queues in the event loop instead of timing out inside a thread."""
+    import anyio.to_thread
+
+    anyio.to_thread.current_default_thread_limiter().total_tokens = app.state.stores.settings.pool().most
+    yield
+
+
 def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> FastAPI:
     """The API for a server bound to `host`: API keys are required unless it listens on loopback only
     (TRTFARM_AUTH decides: auto, required, or off on loopback)."""
     settings = settings or get_settings()
     app = FastAPI(
+        lifespan=_threads_within_the_pool,
         title="trtfarm",
         version=__version__,
         description="Build farm and registry for TensorRT (and ONNX Runtime) engines: upload an ONNX model once, "

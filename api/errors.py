@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from registry import errors as e
 from registry.schemas import DIGEST, HEX_ID, SLUG, ErrorBody
@@ -100,6 +101,12 @@ def install(app: FastAPI) -> None:
     async def db_error(request: Request, exc: DBAPIError) -> JSONResponse:
         log.warning("%s %s: database error: %s", request.method, request.url.path, exc)
         return error_response(database_error(exc))
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("%s %s: no database connection free: %s", request.method, request.url.path, exc)
+        return error_response(e.Unavailable("the farm is too busy to get a database connection right now; "
+                                            "try again in a few seconds"))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

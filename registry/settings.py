@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from registry.db.session import PoolSize
 from registry.intake import IntakeLimits
 
 DEFAULT_PORT = 8470  # `trtfarm up` and `trtfarm api` listen here unless told otherwise
@@ -45,6 +46,12 @@ class Settings(BaseSettings):
     metrics_public: bool = False  # /metrics without a key (a scraper inside the cluster)
     docs_public: bool = False  # /docs and /openapi.json without a key
 
+    # database connections per process (the API runs at most size + overflow request threads: no request
+    # waits for a connection it cannot get)
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+    db_pool_timeout_s: float = 10.0
+
     max_upload_mib: int = 2048
     # model intake: graph elements scanned before parsing; the parser's memory (plus 3x the upload) and time
     max_model_elements: int = 500_000
@@ -63,6 +70,9 @@ class Settings(BaseSettings):
     # a queued build with no message in flight for this long, while a worker of its queue idles, is re-sent
     requeue_stale_s: float = 30.0
     relay_interval_s: float = 0.3
+
+    def pool(self) -> PoolSize:
+        return PoolSize(self.db_pool_size, self.db_max_overflow, self.db_pool_timeout_s)
 
     def intake_limits(self) -> IntakeLimits:
         return IntakeLimits(self.max_model_elements, self.intake_memory_mib, self.intake_timeout_s)

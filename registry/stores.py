@@ -17,7 +17,7 @@ class FarmStores:
 
     @cached_property
     def db(self) -> Database:
-        return Database(self.settings.resolved_database_url())
+        return Database(self.settings.resolved_database_url(), self.settings.pool())
 
     @cached_property
     def blobs(self) -> BlobStore:

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,7 +18,20 @@ T = TypeVar("T")
 log = logging.getLogger("trtfarm.db")
 
 
-def make_engine(url: str) -> Engine:
+@dataclass(frozen=True)
+class PoolSize:
+    """Connections per process: `size` kept open, `overflow` more under load, `timeout_s` to wait for one."""
+
+    size: int = 10
+    overflow: int = 20
+    timeout_s: float = 10.0
+
+    @property
+    def most(self) -> int:
+        return self.size + self.overflow
+
+
+def make_engine(url: str, pool: PoolSize = PoolSize()) -> Engine:  # noqa: B008 - a frozen value
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -25,7 +39,8 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool.size, max_overflow=pool.overflow,
+                         pool_timeout=pool.timeout_s)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
@@ -39,9 +54,10 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
 class Database:
     """The engine plus a session factory; one per process."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool: PoolSize = PoolSize()) -> None:  # noqa: B008 - a frozen value
         self.url = url
-        self.engine = make_engine(url)
+        self.pool = pool
+        self.engine = make_engine(url, pool)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

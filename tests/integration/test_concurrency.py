@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -159,3 +160,17 @@ def test_finish_with_a_stale_attempt_is_refused(farm: RunningFarm, tmp_path: Pat
     assert attempts.finish(db, second, Outcome(BuildStatus.SUCCEEDED)) is False  # finished already
     info = httpx.get(f"{farm.url}/v1/builds/{build.id}").json()
     assert (info["status"], info["attempt"], info["error"]["code"]) == ("failed", 2, "toolchain_error")
+
+
+def test_a_burst_larger_than_the_pool_waits_its_turn(farm_factory) -> None:
+    """One database connection, 60 requests at once: the API runs no more request threads than it has
+    connections, so every request is answered 200 (no pool timeout, no 5xx)."""
+    farm = farm_factory(workers=0, db_pool_size=1, db_max_overflow=0, db_pool_timeout_s=0.05)
+
+    def ask(i: int) -> int:
+        path = ("/v1/builds", "/v1/workers", f"/v1/builds/{'0' * 31}{i % 10}")[i % 3]
+        return httpx.get(f"{farm.url}{path}", timeout=60).status_code
+
+    with ThreadPoolExecutor(60) as pool:
+        answers = Counter(pool.map(ask, range(180)))
+    assert set(answers) <= {200, 404} and answers[200] == 120, answers
