@@ -1,7 +1,7 @@
 """The registry under concurrent clients: two `trtfarm api` processes on one PostgreSQL database, N clients
 (wrk, half the connections on each API; `apt-get install wrk`) for S seconds, then a resolve-only run
-against the same APIs and against a bare FastAPI app (bench/bare_app.py: one route returning a JSON body of the resolve answer's size) under
-the same uvicorn settings and load generator.
+against the same APIs and against a bare FastAPI app (bench/bare_app.py: one route returning a JSON body
+of the resolve answer's size) under the same uvicorn settings and load generator.
 
     scripts/services && .venv/bin/python bench/registry_load.py --clients 200 --seconds 60 --json out.json
 
