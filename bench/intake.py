@@ -27,8 +27,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.models import convnet  # noqa: E402
-from tests.net import free_port  # noqa: E402
+from bench.serving import serve  # noqa: E402
+from tests.models import convnet, protobuf_bomb  # noqa: E402
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -36,31 +36,10 @@ def peak_rss_mib(pid: int) -> float:
     return int(line.split()[1]) / 1024
 
 
-def bomb_bytes(nodes: int = 4 << 20) -> bytes:
-    graph = b"\x0a\x00" * nodes
-    size, length = len(graph), bytearray()
-    while True:
-        length.append(size & 0x7F | (0x80 if size > 0x7F else 0))
-        size >>= 7
-        if not size:
-            break
-    return b"\x08\x08\x3a" + bytes(length) + graph
-
-
 def start_api(home: Path) -> tuple[subprocess.Popen, str]:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRTFARM_")}, "TRTFARM_HOME": str(home)}
     subprocess.run([sys.executable, "-m", "registry.cli", "db", "upgrade"], env=env, check=True, capture_output=True)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "registry.cli", "api", "--port", str(port), "--no-dispatcher"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("the API did not start")
+    return serve(["-m", "registry.cli", "api", "--no-dispatcher"], env)
 
 
 def timed_upload(url: str, name: str, data: bytes) -> tuple[float, int]:
@@ -95,7 +74,8 @@ def main() -> None:
             small = convnet(Path(tmp) / "small.onnx", channels=16, layers=3).read_bytes()
             small_s, small_status = timed_upload(url, "small.onnx", small)
             before = peak_rss_mib(proc.pid)
-            bomb_s, bomb_status = timed_upload(url, "bomb.onnx", bomb_bytes())
+            bomb = protobuf_bomb()
+            bomb_s, bomb_status = timed_upload(url, "bomb.onnx", bomb)
             growth = peak_rss_mib(proc.pid) - before
             idle = healthz_latencies(url, 3)
             big = Path(tmp) / "big.onnx"  # not a model: the whole upload path runs (spool, copy, scan), then 422
@@ -121,7 +101,7 @@ def main() -> None:
             proc.wait(30)
     report = {
         "small_model": {"seconds": round(small_s, 3), "status": small_status, "bytes": len(small)},
-        "bomb": {"seconds": round(bomb_s, 3), "status": bomb_status, "bytes": len(bomb_bytes()),
+        "bomb": {"seconds": round(bomb_s, 3), "status": bomb_status, "bytes": len(bomb),
                  "api_peak_rss_growth_mib": round(growth, 1), "seconds_over_small_model": round(bomb_s / small_s, 2)},
         "healthz_idle": summary(idle),
         "healthz_during_upload": {**summary(busy), "upload_mb": args.upload_mb,

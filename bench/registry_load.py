@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -27,8 +26,9 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.serving import serve  # noqa: E402
+from registry.settings import Settings  # noqa: E402
 from tests.models import convnet  # noqa: E402
-from tests.net import free_port  # noqa: E402
 
 PG = dict(host="127.0.0.1", port=5432, user="postgres")
 TARGET = "onnxruntime==1.32.0@x86_64-avx2"
@@ -60,20 +60,6 @@ def seed(url: str, home: Path) -> dict:
     engine_id = builds.read(stores.db, build.id).engine_id
     stores.db.engine.dispose()
     return {"model": model.id, "engine": engine_id, "request": request.model_dump(mode="json")}
-
-
-def serve(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, *args, "--port", str(port)], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{args} did not start")
 
 
 def operations(seeded: dict, resolve_only: bool) -> list[tuple[float, str, str, dict]]:
@@ -188,10 +174,11 @@ def main() -> None:
             p.wait(30)
         with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    pool = Settings().pool()
     report = {"clients": args.clients, "seconds": args.seconds, "apis": 2, "mixed": mixed,
               "resolve_only": resolve, "bare_fastapi_same_body": bare, "resolve_body_bytes": len(body),
               "resolve_over_bare_rps": round(resolve["rps"] / bare["rps"], 3),
-              "db_connections_after": idle_after, "db_pool_per_api": "10 + 20 overflow"}
+              "db_connections_after": idle_after, "db_pool_per_api": f"{pool.size} + {pool.overflow} overflow"}
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -8,6 +8,7 @@ happened and what to do about it. An error that came over the wire also carries 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
@@ -253,11 +254,15 @@ def _subclasses(cls: type[FarmError]) -> list[type[FarmError]]:
     return found
 
 
+@functools.cache
+def _classes_by_code() -> dict[str, type[FarmError]]:
+    return {cls.code: cls for cls in [FarmError, *_subclasses(FarmError)]
+            if cls.__module__ == __name__ and cls not in (RemoteError, RunnerFailed)}
+
+
 def error_for_code(code: str, message: str, *, status: int, details: dict[str, Any] | None = None) -> FarmError:
     """The error a farm's JSON body `{code, message, details}` stands for, as its own class."""
-    by_code = {cls.code: cls for cls in [FarmError, *_subclasses(FarmError)]
-               if cls.__module__ == __name__ and cls not in (RemoteError, RunnerFailed)}
-    cls = by_code.get(code)
+    cls = _classes_by_code().get(code)
     if cls is None:
         return RemoteError(status, code, message, details)
     return cls(message, details=details, status=status)

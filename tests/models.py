@@ -96,3 +96,24 @@ def matmul_model(path: str | Path, dynamic_batch: bool = True, k: int = 8, n: in
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(_finish(graph), str(path))
     return path
+
+
+def protobuf_varint(n: int) -> bytes:
+    """A protobuf varint: 7 bits a byte, low bits first."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def protobuf_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return protobuf_varint(number << 3 | 2) + protobuf_varint(len(payload)) + payload
+
+
+def protobuf_bomb(nodes: int = 4 << 20) -> bytes:
+    """A ModelProto (ir_version 8) whose graph (field 7) holds `nodes` empty NodeProtos (field 1): 2 bytes a
+    node on disk, hundreds once parsed. The default is the 8 MiB bomb of issue 7."""
+    return b"\x08\x08" + protobuf_field(7, protobuf_field(1, b"") * nodes)

@@ -58,7 +58,7 @@ def _safe_name(name: str) -> str:
     path = PurePosixPath(name.replace("\\", "/"))
     if not name or path.is_absolute() or ".." in path.parts or path.as_posix() in (".", ""):
         raise InvalidModel(f"file name {name!r} must be a relative path inside the model's folder, without '..'")
-    if "\x00" in name or any(ord(c) < 32 for c in name):
+    if any(ord(c) < 32 for c in name):  # NUL, newline, tab, …
         raise InvalidModel(f"file name {name!r} contains control characters (NUL, newline, …); rename the file")
     if len(path.as_posix().encode()) > MAX_PATH or any(len(p.encode()) > MAX_NAME for p in path.parts):
         raise InvalidModel(f"file name {name[:80]!r}… is too long: at most {MAX_NAME} bytes per folder or file name "

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from registry.db.session import retry_transient
 from registry.db.tables import Build, Engine
+from registry.errors import FarmError
 from registry.status import BuildStatus
 from tests.integration.conftest import batch_profile
 from tests.models import convnet
@@ -47,7 +48,7 @@ def test_connections_killed_all_through_a_build_cost_no_attempt(farm_factory, or
             try:
                 build = sdk.submit(model.id, ort_runtime, batch_profile(), wait=False)
                 break
-            except Exception:  # noqa: BLE001 - Unavailable while its connection was just killed
+            except FarmError:  # Unavailable (503) while the API's connection was just killed
                 time.sleep(0.2)
         assert build is not None
         deadline = time.monotonic() + 180

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from registry.db.tables import Build, Model, ModelFile, Outbox
 from registry.errors import TooLarge
 from tests.integration.conftest import S3, Postgres, RunningFarm, batch_profile, start_farm, stop_farm
-from tests.models import IR_VERSION, OPSET, convnet, external_data_model
+from tests.models import IR_VERSION, OPSET, convnet, external_data_model, protobuf_bomb
 
 MISSING_MODEL = "sha256:" + "0" * 64
 
@@ -178,15 +178,8 @@ def _peak_rss_mib(pid: int) -> float:
 def test_a_protobuf_bomb_is_refused_without_the_api_growing(farm_factory, tmp_path: Path) -> None:
     """8 MiB of empty nodes (once 1 GiB and 6 s inside the API): refused by the raw scan, never parsed."""
     farm = farm_factory(workers=0)  # this module's farm takes 1 MiB uploads only
-    graph = b"\x0a\x00" * (4 << 20)  # 4 Mi empty NodeProtos
-    size, length = len(graph), bytearray()
-    while True:  # the graph's length as a protobuf varint
-        length.append(size & 0x7F | (0x80 if size > 0x7F else 0))
-        size >>= 7
-        if not size:
-            break
     bomb = tmp_path / "bomb.onnx"
-    bomb.write_bytes(b"\x08\x08" + b"\x3a" + bytes(length) + graph)  # ir_version 8; field 7, the graph
+    bomb.write_bytes(protobuf_bomb())  # 8 MiB: 4 Mi empty NodeProtos
     before = _peak_rss_mib(farm.api.popen.pid)
     with farm.http() as http:
         r = http.post("/v1/models", files={"file": ("bomb.onnx", bomb.read_bytes())})

@@ -10,19 +10,7 @@ import pytest
 from registry import intake
 from registry.errors import InvalidModel
 from tests.models import convnet
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
-def field(number: int, payload: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
+from tests.models import protobuf_field as field
 
 
 def bomb(tmp_path: Path, graph: bytes, name: str = "bomb.onnx", top: int = 7) -> Path:
