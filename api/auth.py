@@ -11,6 +11,7 @@ from collections.abc import Callable
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.cached import cached
 from registry import auth
 from registry.errors import Forbidden
 from registry.services import keys
@@ -22,12 +23,16 @@ def require(scope: str) -> Callable[..., auth.Principal]:
     """A dependency: the request's Principal, which must hold `scope` (401 without a valid key, 403 without
     the scope)."""
 
-    def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
-                  ) -> auth.Principal:
+    async def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+                        ) -> auth.Principal:
         token = credentials.credentials if credentials else None
         if not request.app.state.auth_required and token is None:
             return auth.OPEN
-        found = keys.authenticate(request.app.state.stores.db, token)
+        farm = request.app.state.stores
+        if token is None:
+            found = keys.authenticate(farm.db, token)  # raises Unauthorized without touching the database
+        else:  # a revoked key leaves the cache with the change that revokes it
+            found = await cached(farm, ("key", auth.token_hash(token)), lambda: keys.authenticate(farm.db, token))
         if not found.can(scope):
             raise Forbidden(f"API key {found.name!r} has scopes {', '.join(sorted(found.scopes))}; "
                             f"this needs {scope!r}. Ask an admin for a key with it")

@@ -7,5 +7,6 @@ from fastapi import Request
 from registry.stores import FarmStores
 
 
-def stores(request: Request) -> FarmStores:
+async def stores(request: Request) -> FarmStores:
+    """Async: a sync dependency would cost every request a hop through the thread pool."""
     return request.app.state.stores

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.serving import serve  # noqa: E402
+from registry.readcache import APPLICATION  # noqa: E402
 from registry.settings import Settings  # noqa: E402
 from tests.models import convnet  # noqa: E402
 
@@ -39,7 +40,7 @@ def seed(url: str, home: Path) -> dict:
     """A model, a build and its engine, written through the services (as a worker would)."""
     from registry.db.migrate import upgrade
     from registry.schemas import BuildRequest
-    from registry.services import attempts, builds, models
+    from registry.services import attempts, builds, keys, models
     from registry.services.attempts import EngineRecord, Outcome
     from registry.settings import Settings
     from registry.status import BuildStatus
@@ -58,8 +59,9 @@ def seed(url: str, home: Path) -> dict:
                           validation={"passed": True, "cases": []}, latency_p50_ms=0.3, latency_p99_ms=0.4)
     attempts.finish(stores.db, claim, Outcome(BuildStatus.SUCCEEDED, engine=record))
     engine_id = builds.read(stores.db, build.id).engine_id
+    token = keys.create_key(stores.db, "bench", ["submit"]).token
     stores.db.engine.dispose()
-    return {"model": model.id, "engine": engine_id, "request": request.model_dump(mode="json")}
+    return {"model": model.id, "engine": engine_id, "request": request.model_dump(mode="json"), "token": token}
 
 
 def operations(seeded: dict, resolve_only: bool) -> list[tuple[float, str, str, dict]]:
@@ -76,7 +78,7 @@ def operations(seeded: dict, resolve_only: bool) -> list[tuple[float, str, str, 
 MIX_LUA = """
 local ops = {}
 local function add(weight, method, path, body)
-  local headers = {["Host"] = "127.0.0.1", ["Content-Type"] = "application/json"}
+  local headers = {["Host"] = "127.0.0.1", ["Content-Type"] = "application/json", ["Authorization"] = AUTH}
   for _ = 1, weight do ops[#ops + 1] = wrk.format(method, path, headers, body) end
 end
 %s
@@ -85,21 +87,21 @@ request = function() return ops[math.random(#ops)] end
 """
 
 
-def lua(ops: list) -> str:
-    lines = []
+def lua(ops: list, token: str | None) -> str:
+    lines = [f"AUTH = {json.dumps(f'Bearer {token}')}" if token else "AUTH = nil"]
     for weight, method, path, kw in ops:
         if "params" in kw:
             path += "?" + str(httpx.QueryParams(kw["params"]))
         body = json.dumps(kw["json"]) if "json" in kw else None
         lines.append(f"add({round(weight * 100)}, {json.dumps(method)}, {json.dumps(path)}, "
                      f"{json.dumps(body) if body else 'nil'})")
-    return MIX_LUA % "\n".join(lines)
+    return MIX_LUA.replace("%s", "\n".join(lines), 1)
 
 
-def load(urls: list[str], ops: list, clients: int, seconds: float, tmp: Path) -> dict:
+def load(urls: list[str], ops: list, clients: int, seconds: float, tmp: Path, token: str | None = None) -> dict:
     """wrk against each URL at once (clients split between them); figures summed (rps) or worst (p99)."""
     script = tmp / f"mix-{uuid.uuid4().hex[:6]}.lua"
-    script.write_text(lua(ops))
+    script.write_text(lua(ops, token))
     runs = [subprocess.Popen(["wrk", "-t", "1", "-c", str(clients // len(urls)), "-d", f"{seconds:g}s",
                               "--timeout", "10s", "--latency", "-s", str(script), url],
                              stdout=subprocess.PIPE, text=True) for url in urls]
@@ -135,9 +137,13 @@ def parse_wrk(text: str) -> dict:
     return found
 
 
-def connections(dbname: str) -> int:
+def connections(dbname: str) -> dict[str, int]:
+    """The farm database's connections: the APIs' pools, and the read caches' change listeners."""
     with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
-        return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (dbname,)).fetchone()[0]
+        rows = admin.execute("SELECT application_name = %s, count(*) FROM pg_stat_activity WHERE datname = %s "
+                             "GROUP BY 1", (APPLICATION, dbname)).fetchall()
+    found = dict(rows)
+    return {"pooled": found.get(False, 0), "change_listeners": found.get(True, 0)}
 
 
 def main() -> None:
@@ -156,12 +162,15 @@ def main() -> None:
             seeded = seed(url, Path(tmp))
             env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRTFARM_")},
                    "TRTFARM_DATABASE_URL": url, "TRTFARM_BLOB_URL": f"file://{tmp}/blobs", "TRTFARM_HOME": tmp}
-            apis = [serve(["-m", "registry.cli", "api", "--no-dispatcher"], env) for _ in range(2)]
+            api_env = {**env, "TRTFARM_AUTH": "required"}  # as outside loopback: every request sends a key
+            token, auth = seeded["token"], {"Authorization": f"Bearer {seeded['token']}"}
+            apis = [serve(["-m", "registry.cli", "api", "--no-dispatcher"], api_env) for _ in range(2)]
             procs += [p for p, _ in apis]
             urls = [u for _, u in apis]
-            body = httpx.get(urls[0] + "/v1/engines/resolve", params=operations(seeded, True)[0][3]["params"]).content
-            mixed = load(urls, operations(seeded, False), args.clients, args.seconds, Path(tmp))
-            resolve = load(urls, operations(seeded, True), args.clients, args.seconds / 2, Path(tmp))
+            body = httpx.get(urls[0] + "/v1/engines/resolve", params=operations(seeded, True)[0][3]["params"],
+                             headers=auth).content
+            mixed = load(urls, operations(seeded, False), args.clients, args.seconds, Path(tmp), token)
+            resolve = load(urls, operations(seeded, True), args.clients, args.seconds / 2, Path(tmp), token)
             idle_after = connections(dbname)
             bare_env = {**env, "BENCH_BODY_BYTES": str(len(body))}
             bares = [serve(["bench/bare_app.py"], bare_env) for _ in range(2)]
@@ -175,7 +184,8 @@ def main() -> None:
         with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
     pool = Settings().pool()
-    report = {"clients": args.clients, "seconds": args.seconds, "apis": 2, "mixed": mixed,
+    report = {"clients": args.clients, "seconds": args.seconds, "apis": 2,
+              "auth": "required, a submit-scope key on every request", "mixed": mixed,
               "resolve_only": resolve, "bare_fastapi_same_body": bare, "resolve_body_bytes": len(body),
               "resolve_over_bare_rps": round(resolve["rps"] / bare["rps"], 3),
               "db_connections_after": idle_after, "db_pool_per_api": f"{pool.size} + {pool.overflow} overflow"}

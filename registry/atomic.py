@@ -13,8 +13,11 @@ Standard library only: the SDK uses it with nothing else installed.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,6 +26,30 @@ from pathlib import Path
 from typing import IO, Any
 
 PART_PREFIX = ".part-"  # temp files the SDK and the stores leave only when killed mid-write
+_WRITER = re.compile(r"^(?P<pid>[0-9]+)\.(?P<host>[0-9a-f]{8})\.")
+
+
+def writer_tag() -> str:
+    """`<pid>.<host key>.`: put after a temp entry's prefix, it lets `sweep` remove the entry as soon as its
+    writer is gone (same host, process not alive) instead of waiting for it to go idle."""
+    return f"{os.getpid()}.{_host_key()}."
+
+
+def _host_key() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _writer_gone(name: str, prefix: str) -> bool:
+    m = _WRITER.match(name[len(prefix):]) if name.startswith(prefix) else None
+    if m is None or m["host"] != _host_key():
+        return False
+    try:
+        os.kill(int(m["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
 
 
 class TempFile:
@@ -30,7 +57,7 @@ class TempFile:
 
     def __init__(self, folder: Path, mode: str, prefix: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=folder, prefix=prefix)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=prefix + writer_tag())
         self.path = Path(name)
         self.file: IO[Any] = os.fdopen(fd, mode)
         self.committed = False
@@ -94,12 +121,13 @@ def fsync_dir(folder: Path) -> None:
 
 
 def sweep(folder: Path, pattern: str, idle_s: float, *, recursive: bool = False) -> int:
-    """Remove what killed writers left behind: entries of `folder` matching `pattern` (files or folders)
+    """Remove what killed writers left behind: entries of `folder` matching `pattern` (`PREFIX*`, files or
+    folders) whose writer process on this host is gone (a `writer_tag()` after the prefix), or that were
     untouched for `idle_s` seconds. A live writer keeps touching its entry, so it is left alone."""
-    cutoff, removed = time.time() - idle_s, 0
+    cutoff, removed, prefix = time.time() - idle_s, 0, pattern.rstrip("*")
     for path in (folder.rglob(pattern) if recursive else folder.glob(pattern)):
         with suppress(OSError):
-            if path.lstat().st_mtime >= cutoff:
+            if path.lstat().st_mtime >= cutoff and not _writer_gone(path.name, prefix):
                 continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     db_max_overflow: int = 20
     db_pool_timeout_s: float = 10.0
+    # the API's cache of resolve answers, engine infos and API keys, emptied by the database's change
+    # notifications (PostgreSQL only; registry/readcache.py)
+    read_cache: bool = True
+    read_cache_entries: int = 10_000
 
     max_upload_mib: int = 2048
     # model intake: graph elements scanned before parsing; the parser's memory (plus 3x the upload) and time

@@ -8,6 +8,7 @@ from functools import cached_property
 from registry.blobs import open_blob_store
 from registry.blobs.base import BlobStore
 from registry.db.session import Database
+from registry.readcache import NoCache, open_read_cache
 from registry.settings import Settings
 
 
@@ -23,3 +24,9 @@ class FarmStores:
     def blobs(self) -> BlobStore:
         s = self.settings
         return open_blob_store(s.resolved_blob_url(), s3_endpoint_url=s.s3_endpoint_url, s3_region=s.s3_region)
+
+    @cached_property
+    def reads(self) -> NoCache:
+        """The API's read cache (a NoCache on SQLite or when TRTFARM_READ_CACHE=false)."""
+        s = self.settings
+        return open_read_cache(s.resolved_database_url(), s.read_cache, s.read_cache_entries)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from registry.atomic import writer_tag
 from registry.db.session import retry_transient
 from registry.errors import BuildCancelled, InvalidInput, NotAPlan, RunnerFailed
 from registry.keys import spec_canonical
@@ -38,7 +39,7 @@ def execute_build(ctx: WorkerContext, build_id: str) -> str:
     if claim is None:
         return "not claimable"  # done, cancelled, or owned by a live lease: ack the message
     job = retry_transient(lambda: attempts.job(ctx.db, build_id), what=f"load {build_id}")
-    with tempfile.TemporaryDirectory(prefix=f"{BUILD_DIR_PREFIX}{build_id[:8]}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{BUILD_DIR_PREFIX}{writer_tag()}{build_id[:8]}-") as tmp:
         log = BuildLog(Path(tmp) / "build.log")
         log.section(f"build {build_id} attempt {claim.attempt} on {ctx.name}: {job.target}")
         with LeaseKeeper(ctx, claim, log) as keeper:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+from registry.db.session import retry_transient
 from registry.errors import BuildCancelled
 from registry.services import attempts
 from registry.services.attempts import Claim, Lease
@@ -34,7 +35,7 @@ class LeaseKeeper:
         """Enter a stage: log it, renew now; BuildCancelled when the build should stop."""
         self.progress = progress
         self.log.section(progress)
-        self.renew()
+        retry_transient(self.renew, what=f"renew the lease of {self.claim.build_id}")  # no attempt spent on it
         if self.should_stop():
             raise BuildCancelled(f"stopped before {progress}: the lease says {self.state.value}")
 

@@ -8,9 +8,11 @@ another build got there first. A cache TensorRT rejects is a miss, never a faile
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from registry.db.session import retry_transient
 from registry.errors import RunnerFailed
 from registry.services import timing_caches
 from registry.services.attempts import BuildJob
@@ -39,7 +41,7 @@ class CacheIn:
 def before_build(ctx: WorkerContext, job: BuildJob, toolchain: launcher.Toolchain, tmp: Path, log: BuildLog) -> CacheIn:
     gpu = ctx.gpus[0] if ctx.gpus else {"sku": "unknown", "cc": "unknown"}
     partition = timing_caches.partition_key(version=toolchain.version, cc=gpu["cc"], sku=gpu["sku"], spec=job.spec)
-    newest = timing_caches.newest(ctx.db, partition)
+    newest = retry_transient(lambda: timing_caches.newest(ctx.db, partition), what="read the timing cache")
     path_in = None
     if newest.digest:
         path_in = tmp / "timing-cache.in"
@@ -60,11 +62,12 @@ def after_build(ctx: WorkerContext, toolchain: launcher.Toolchain, cache: CacheI
     if not cache.path_out.exists():
         return {**record, "written_generation": None, "size_after": None}
     for attempt in range(CAS_ATTEMPTS):
-        newest = timing_caches.newest(ctx.db, cache.partition)
+        newest = retry_transient(lambda: timing_caches.newest(ctx.db, cache.partition), what="read the timing cache")
         candidate = _combined(ctx, toolchain, cache, newest, tmp, log, attempt)
         blob = ctx.blobs.put_file(candidate)
-        if timing_caches.compare_and_swap(ctx.db, cache.partition, newest.generation, blob.digest, blob.size,
-                                          cache.build_id):
+        swap = partial(timing_caches.compare_and_swap, ctx.db, cache.partition, newest.generation, blob.digest,
+                       blob.size, cache.build_id)
+        if retry_transient(swap, what="write the timing cache"):
             log.write(f"timing cache: wrote generation {newest.generation + 1} ({blob.size} bytes)")
             return {**record, "written_generation": newest.generation + 1, "size_after": blob.size,
                     "cas_conflicts": attempt}

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from api.auth import read_scope
+from api.cached import cached, cached_json
 from api.deps import stores
 from api.errors import COMMON, documented, error_response
 from api.ranges import byte_range
@@ -21,18 +22,21 @@ EngineId = Path(pattern=HEX_ID, description="an engine id (32 hex)")
 
 
 @router.get("/resolve", response_model=Resolution)
-def resolve(model: str = Query(pattern=DIGEST), toolchain: str = Query(pattern=SLUG),
+async def resolve(model: str = Query(pattern=DIGEST), toolchain: str = Query(pattern=SLUG),
             version: str = Query(pattern=SLUG), sku: str | None = Query(None, pattern=SLUG),
             cc: str | None = Query(None, pattern=SLUG), cpu: str | None = Query(None, pattern=SLUG),
             allow_cross_sku: bool = False, lean_runtime: bool = False, engine_host_code_allowed: bool = False,
             spec_family: str | None = Query(None, pattern=r"^[0-9a-f]{64}$"),
             shape: list[str] = Query([], max_length=64,
                                      description="NAME:1x3x224x224; only engines whose profiles hold it"),
-            farm: FarmStores = Depends(stores)) -> Resolution:
+            farm: FarmStores = Depends(stores)) -> Response:
     runtime = compat.Runtime(toolchain=toolchain, version=version, sku=sku, cc=cc, cpu=cpu,
                              allow_cross_sku=allow_cross_sku, lean_runtime=lean_runtime,
                              engine_host_code_allowed=engine_host_code_allowed)
-    return engines.resolve(farm.db, model, runtime, spec_family=spec_family, shapes=engines.parse_shapes(shape))
+    shapes = engines.parse_shapes(shape)
+    key = ("resolve", model, runtime, spec_family, tuple(shape))
+    return await cached_json(farm, key, lambda: engines.resolve(farm.db, model, runtime, spec_family=spec_family,
+                                                                shapes=shapes))
 
 
 @router.get("", response_model=EngineList)
@@ -41,8 +45,8 @@ def list_engines(model: str | None = Query(None, pattern=DIGEST), farm: FarmStor
 
 
 @router.get("/{engine_id}", response_model=EngineInfo)
-def get_engine(engine_id: str = EngineId, farm: FarmStores = Depends(stores)) -> EngineInfo:
-    return engines.read(farm.db, engine_id)
+async def get_engine(engine_id: str = EngineId, farm: FarmStores = Depends(stores)) -> Response:
+    return await cached_json(farm, ("engine-json", engine_id), lambda: engines.read(farm.db, engine_id))
 
 
 def _artifact_headers(engine: EngineInfo) -> dict[str, str]:
@@ -56,11 +60,11 @@ def _not_modified(if_none_match: str | None, etag: str) -> bool:
 
 @router.head("/{engine_id}/artifact", responses={200: {"description": "the artifact's headers, no body"},
                                                  304: {"description": "If-None-Match matched"}})
-def head_artifact(engine_id: str = EngineId, if_none_match: str | None = Header(None),
-                  farm: FarmStores = Depends(stores)) -> Response:
+async def head_artifact(engine_id: str = EngineId, if_none_match: str | None = Header(None),
+                        farm: FarmStores = Depends(stores)) -> Response:
     """The headers a GET would send (Range does not apply), answered by the API also for S3-backed farms:
     a presigned URL is signed for GET only."""
-    engine = engines.read(farm.db, engine_id)
+    engine = await _engine(farm, engine_id)
     headers = _artifact_headers(engine)
     if _not_modified(if_none_match, headers["ETag"]):
         return Response(status_code=304, headers=headers)
@@ -76,7 +80,7 @@ def get_artifact(engine_id: str = EngineId, range_: str | None = Header(None, al
                  if_range: str | None = Header(None), if_none_match: str | None = Header(None),
                  farm: FarmStores = Depends(stores)) -> Response:
     """The engine's bytes: streamed (Range, If-Range, ETag), or a redirect to the blob store."""
-    engine = engines.read(farm.db, engine_id)
+    engine = farm.reads.lookup(("engine", engine_id), lambda: engines.read(farm.db, engine_id))
     headers = _artifact_headers(engine)
     etag = headers["ETag"]
     if _not_modified(if_none_match, etag):
@@ -98,6 +102,10 @@ def get_artifact(engine_id: str = EngineId, range_: str | None = Header(None, al
     headers["Content-Range"] = f"bytes {start}-{end}/{engine.size}"
     body = farm.blobs.open_range(engine.digest, start, end + 1)  # open_range's end is exclusive
     return StreamingResponse(body, status_code=206, media_type="application/octet-stream", headers=headers)
+
+
+async def _engine(farm: FarmStores, engine_id: str) -> EngineInfo:
+    return await cached(farm, ("engine", engine_id), lambda: engines.read(farm.db, engine_id))
 
 
 def _verify(farm: FarmStores, digest: str) -> None:

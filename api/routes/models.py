@@ -14,8 +14,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api.auth import read_scope, submit_scope
+from api.cached import cached, cached_json
 from api.deps import stores
 from api.errors import COMMON, documented
+from registry.atomic import writer_tag
 from registry.auth import Principal
 from registry.errors import InvalidModel, StoreFull
 from registry.schemas import DIGEST, ModelInfo
@@ -36,7 +38,7 @@ async def upload_model(request: Request, farm: FarmStores = Depends(stores),
     if not isinstance(main, UploadFile):
         raise InvalidModel("multipart field 'file' (the .onnx) is missing; external data goes in fields named 'files'")
     extra = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
-    folder = Path(tempfile.mkdtemp(prefix=UPLOAD_DIR_PREFIX))
+    folder = Path(tempfile.mkdtemp(prefix=UPLOAD_DIR_PREFIX + writer_tag()))
     try:
         main_name = _safe_name(main.filename or "model.onnx")
         for f, name in [(main, main_name), *((f, _safe_name(f.filename or "")) for f in extra)]:
@@ -80,11 +82,11 @@ def _store(upload: UploadFile, dest: Path) -> None:
 
 
 @router.head("/{model_id}", dependencies=[Depends(read_scope)])
-def model_exists(model_id: str = ModelId, farm: FarmStores = Depends(stores)) -> Response:
-    models.exists(farm.db, model_id)
+async def model_exists(model_id: str = ModelId, farm: FarmStores = Depends(stores)) -> Response:
+    await cached(farm, ("model-exists", model_id), lambda: models.exists(farm.db, model_id))
     return Response(status_code=200)
 
 
 @router.get("/{model_id}", response_model=ModelInfo, dependencies=[Depends(read_scope)])
-def get_model(model_id: str = ModelId, farm: FarmStores = Depends(stores)) -> ModelInfo:
-    return models.read(farm.db, model_id)
+async def get_model(model_id: str = ModelId, farm: FarmStores = Depends(stores)) -> Response:
+    return await cached_json(farm, ("model-json", model_id), lambda: models.read(farm.db, model_id))

@@ -10,7 +10,7 @@ import math
 import uuid
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from registry.auth import OPEN, Principal
@@ -32,48 +32,54 @@ from registry.targets import Target, parse_target
 def submit(db: Database, settings: Settings, request: BuildRequest, submitted_by: str | None = None,
            blobs: BlobStore | None = None) -> tuple[BuildInfo, bool]:
     """Create the build for the request's key, or return the existing one. Returns (info, created).
-    `submitted_by` is the API key's id (None in open mode); an existing build keeps its first submitter."""
+    `submitted_by` is the API key's id (None in open mode); an existing build keeps its first submitter.
+    One transaction: a duplicate submit costs one round of reads and an insert that does nothing."""
     spec = parse_spec(request.spec)
+    check_inputs(request, blobs)  # blob store lookups, before a connection is held
     with db.session() as s:
         model = get_model(s, request.model)
         workers = fleet.live_workers(s, settings.worker_live_s)
-    offers = fleet.offers(workers)
-    target, spec = fleet.complete_target(parse_target(request.target), spec, offers)
-    check_spec(spec, target, model, offers)
-    check_limits(spec, settings)
-    check_inputs(request, blobs)
-    key = build_key(model=model.id, target=str(target), spec=spec,
-                    plugins=tuple(request.plugins), calibration=request.calibration)
-    queue = build_queue(target.kind, target.version or "", target.device or "")
-    row = Build(
-        id=uuid.uuid4().hex, key=key, model_id=model.id, toolchain=target.kind, version=target.version,
-        device=target.device, target=str(target), queue=queue, spec=spec_canonical(spec),
-        spec_family=spec_family(spec), plugins=sorted(request.plugins), calibration=request.calibration,
-        status=BuildStatus.QUEUED, attempt=0, max_attempts=settings.max_attempts,
-        waiting_reason=fleet.waiting_reason(queue, workers), submitted_by=submitted_by,
-    )
-    try:
-        with db.session() as s:
-            s.add(row)
-            s.flush()
-            outbox.enqueue(s, row.id, queue)
-    except IntegrityError:
-        return _existing(db, key, workers), False
-    return read(db, row.id), True
-
-
-def _existing(db: Database, key: str, workers: list) -> BuildInfo:  # noqa: ANN001
-    """The build already holding this key; a failed or cancelled one is queued again."""
-    with db.session() as s:
+        offers = fleet.offers(workers)
+        target, spec = fleet.complete_target(parse_target(request.target), spec, offers)
+        check_spec(spec, target, model, offers)
+        check_limits(spec, settings)
+        key = build_key(model=model.id, target=str(target), spec=spec,
+                        plugins=tuple(request.plugins), calibration=request.calibration)
+        queue = build_queue(target.kind, target.version or "", target.device or "")
+        values = dict(
+            id=uuid.uuid4().hex, key=key, model_id=model.id, toolchain=target.kind, version=target.version,
+            device=target.device, target=str(target), queue=queue, spec=spec_canonical(spec),
+            spec_family=spec_family(spec), plugins=sorted(request.plugins), calibration=request.calibration,
+            status=BuildStatus.QUEUED, attempt=0, max_attempts=settings.max_attempts,
+            waiting_reason=fleet.waiting_reason(queue, workers), submitted_by=submitted_by,
+        )
+        created = _insert_unless_keyed(s, values)
         row = s.scalars(select(Build).where(Build.key == key)).one()
-        requeued = s.execute(
-            update(Build).where(Build.id == row.id, Build.status.in_((BuildStatus.FAILED, BuildStatus.CANCELLED)))
-            .values(status=BuildStatus.QUEUED, attempt=0, error_code=None, error_message=None, cancel_requested=False,
-                    finished_at=None, waiting_reason=fleet.waiting_reason(row.queue, workers))
-        ).rowcount
-        if requeued:
-            outbox.enqueue(s, row.id, row.queue)
-    return read(db, row.id)
+        if created:
+            outbox.enqueue(s, row.id, queue)
+        else:
+            _requeue_if_ended(s, row, workers)
+        return build_info(s, row), created
+
+
+def _insert_unless_keyed(session: Session, values: dict) -> bool:
+    """INSERT … ON CONFLICT (key) DO NOTHING; whether the row was inserted."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = (dialect.insert(Build).values(**values).on_conflict_do_nothing(index_elements=[Build.key])
+                 .returning(Build.id))
+    return session.execute(statement).scalar() is not None
+
+
+def _requeue_if_ended(session: Session, row: Build, workers: list) -> None:  # noqa: ANN001
+    """A failed or cancelled build holding the key is queued again."""
+    requeued = session.execute(
+        update(Build).where(Build.id == row.id, Build.status.in_((BuildStatus.FAILED, BuildStatus.CANCELLED)))
+        .values(status=BuildStatus.QUEUED, attempt=0, error_code=None, error_message=None, cancel_requested=False,
+                finished_at=None, waiting_reason=fleet.waiting_reason(row.queue, workers))
+    ).rowcount
+    if requeued:
+        outbox.enqueue(session, row.id, row.queue)
+        session.refresh(row)
 
 
 def check_spec(spec: BuildSpec, target: Target, model: Model, offers: list[fleet.Offer]) -> None:

@@ -330,6 +330,7 @@ class RunningFarm:
     port: int = 0
     api: Proc | None = None
     workers: list[Proc] = field(default_factory=list)
+    more_apis: list[tuple[Proc, str]] = field(default_factory=list)  # (process, base URL) beside the first API
     token: str | None = None  # an admin key of the harness when the farm requires API keys
     _clients: list[Any] = field(default_factory=list)
     _db: Any = None
@@ -408,18 +409,29 @@ class RunningFarm:
 
     def start_api(self) -> Proc:
         self.port = free_port()
-        self.api = self._spawn("api", ["api", "--host", "127.0.0.1", "--port", str(self.port)], {})
+        self.api = self._start_api_process("api", self.port)
+        return self.api
+
+    def add_api(self) -> str:
+        """One more API process on the same database, broker and store; returns its base URL."""
+        port = free_port()
+        proc = self._start_api_process(f"api{len(self.more_apis) + 2}", port)
+        self.more_apis.append((proc, f"http://127.0.0.1:{port}"))
+        return self.more_apis[-1][1]
+
+    def _start_api_process(self, name: str, port: int) -> Proc:
+        api = self._spawn(name, ["api", "--host", "127.0.0.1", "--port", str(port)], {})
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if not self.api.alive:
-                raise RuntimeError(f"the API exited {self.api.popen.returncode}:\n{self.api.tail()}")
+            if not api.alive:
+                raise RuntimeError(f"the API exited {api.popen.returncode}:\n{api.tail()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self.api
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    return api
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise TimeoutError(f"the API was not ready in {START_TIMEOUT_S:.0f} s:\n{self.api.tail()}")
+        raise TimeoutError(f"the API was not ready in {START_TIMEOUT_S:.0f} s:\n{api.tail()}")
 
     def stop_api(self) -> None:
         if self.api is not None:
@@ -453,7 +465,7 @@ class RunningFarm:
         raise TimeoutError(f"workers {names} not live in {timeout:.0f} s:\n{self.logs()}")
 
     def procs(self) -> list[Proc]:
-        return [p for p in (self.api, *self.workers) if p is not None]
+        return [p for p in (self.api, *(p for p, _ in self.more_apis), *self.workers) if p is not None]
 
     def logs(self) -> str:
         return "\n".join(f"==> {p.name} ({p.log}) <==\n{p.tail()}" for p in self.procs())

@@ -46,10 +46,14 @@ def _concurrently(n: int, call) -> list:  # noqa: ANN001
     return results
 
 
-def test_fifty_identical_submissions_make_one_build(farm: RunningFarm, ort_runtime: str, tmp_path: Path) -> None:
+def test_fifty_identical_submissions_over_two_apis_and_two_workers_make_one_build(
+        farm_factory, ort_runtime: str, tmp_path: Path) -> None:  # noqa: ANN001
+    farm = farm_factory(workers=2)
+    second = farm.add_api()
     model = farm.client().upload(convnet(tmp_path / "m.onnx", channels=4, layers=1, seed=21))
     body = {"model": model.id, "target": ort_runtime, "spec": batch_profile()}
-    clients = [farm.http() for _ in range(50)]  # one connection each: the requests really overlap
+    # one connection each, alternating between the two APIs: the requests really overlap
+    clients = [farm.http() if i % 2 else httpx.Client(base_url=second, timeout=60) for i in range(50)]
 
     responses = _concurrently(50, lambda i: clients[i].post("/v1/builds", json=body))
 
@@ -69,6 +73,8 @@ def test_fifty_identical_submissions_make_one_build(farm: RunningFarm, ort_runti
     assert again.status_code == 200 and again.json()["id"] == build_id and again.json()["status"] == "succeeded"
     with farm.db.session() as s:
         assert s.scalar(select(func.count()).select_from(Engine)) == 1
+    for client in clients[::2]:
+        client.close()
 
 
 def test_concurrent_identical_uploads_make_one_model(farm: RunningFarm, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ lost are published again, and a build whose lease keeps expiring fails with leas
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -93,3 +94,55 @@ def test_expired_leases_requeue_then_fail_after_max_attempts(farm: RunningFarm, 
     assert attempts.claim(farm.db, build.id, "ghost-4", lease_s=1) is None
     with farm.db.session() as s:  # requeued twice: three messages in all
         assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.build_id == build.id)) == 3
+
+
+def _lease_until(farm: RunningFarm, build_id: str):  # noqa: ANN202
+    with farm.db.session() as s:
+        return s.scalar(select(Build.lease_until).where(Build.id == build_id))
+
+
+def test_a_build_longer_than_its_lease_keeps_it(farm_factory, ort_runtime: str, tmp_path: Path) -> None:  # noqa: ANN001
+    """A 3 s lease and a build of several times that: the worker renews the lease while it builds, so the
+    reaper never takes the build away (attempt 1, one message, one engine)."""
+    farm = farm_factory(workers=0, lease_s=3, reaper_interval_s=0.5)
+    farm.add_worker(TRTFARM_BENCH_ITERATIONS=300_000)  # a benchmark of several seconds
+    sdk = farm.client()
+    model = sdk.upload(convnet(tmp_path / "long.onnx", channels=8, layers=2, seed=34))
+    build = sdk.submit(model.id, ort_runtime, batch_profile(), wait=False)
+    running = farm.wait_build(build.id, lambda b: b["status"] == "running")
+    farm.add_worker()  # a second, idle worker that would take the build if its lease lapsed
+    leases = {_lease_until(farm, build.id)}
+    started = time.monotonic()
+    while farm.wait_build(build.id, lambda b: True)["status"] == "running":
+        leases.add(_lease_until(farm, build.id))
+        time.sleep(0.5)
+    took = time.monotonic() - started
+    done = farm.wait_build(build.id)
+    assert done["status"] == "succeeded" and done["attempt"] == 1 and done["worker"] == running["worker"], done
+    assert took > 2 * 3, f"the build took {took:.1f} s: not longer than two leases, the test proves nothing"
+    assert len(leases - {None}) >= 3  # renewed again and again
+    with farm.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.build_id == build.id)) == 1
+        assert s.scalar(select(func.count()).select_from(Engine).where(Engine.build_id == build.id)) == 1
+
+
+def test_cancel_then_worker_death_ends_cancelled(farm_factory, ort_runtime: str, tmp_path: Path) -> None:  # noqa: ANN001
+    """The worker of a running build dies (SIGKILL) and the build is then cancelled: when its lease lapses
+    the reaper ends it `cancelled` instead of queueing it again, though an idle worker waits."""
+    farm = farm_factory(workers=0, lease_s=3, reaper_interval_s=0.5)
+    victim = farm.add_worker(**SLOW_WORKER)
+    sdk = farm.client()
+    model = sdk.upload(convnet(tmp_path / "c.onnx", channels=4, layers=1, seed=35))
+    build = sdk.submit(model.id, ort_runtime, batch_profile(), wait=False)
+    farm.wait_build(build.id, lambda b: b["progress"] == "benchmarking")
+    victim.kill_alone()
+    farm.add_worker()
+    cancelled = sdk.cancel(build.id)
+    assert cancelled.status == "running"  # the dead worker cannot stop it: asked, not yet done
+    done = farm.wait_build(build.id, timeout=30)
+    assert done["status"] == "cancelled" and done["attempt"] == 1, done
+    time.sleep(3)  # a reaper pass or two later: still cancelled, never published again
+    assert farm.wait_build(build.id)["status"] == "cancelled"
+    with farm.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.build_id == build.id)) == 1
+        assert s.scalar(select(func.count()).select_from(Engine)) == 0

@@ -1,0 +1,131 @@
+"""A per-process cache of read answers (resolve, engine info, API keys) that the database invalidates.
+
+On PostgreSQL, triggers on the tables these answers come from (`models`, `engines`, `api_keys`;
+migration 0003) send `NOTIFY trtfarm_changes` with every committed change. A listener thread of this
+process holds its own connection, LISTENs, and empties the cache on each notification. While the listener
+is not connected (starting, or reconnecting after its connection was lost) the cache answers nothing and
+keeps nothing, so an answer is at most one notification's delivery (milliseconds) behind a commit.
+
+On SQLite (the embedded farm) there is no notification channel and no cache: every read goes to the
+database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+CHANNEL = "trtfarm_changes"
+APPLICATION = "trtfarm-readcache"  # the listener's connection, as pg_stat_activity names it
+log = logging.getLogger("trtfarm.readcache")
+MISSING: Any = object()
+
+
+class NoCache:
+    """Every lookup misses (SQLite, or TRTFARM_READ_CACHE=false)."""
+
+    live = False
+
+    def get(self, key: Hashable) -> Any:
+        return MISSING
+
+    def token(self) -> int:
+        return 0
+
+    def put(self, key: Hashable, value: object, token: int) -> None:
+        pass
+
+    def lookup(self, key: Hashable, compute: Callable[[], T]) -> T:
+        return compute()
+
+    def close(self) -> None:
+        pass
+
+
+class ReadCache(NoCache):
+    """Answers by key, emptied on every database change notification; `token()` before computing an answer
+    and `put(…, token)` after keeps an answer computed across a change out of the cache."""
+
+    def __init__(self, dsn: str, max_entries: int = 10_000, ping_s: float = 2.0) -> None:
+        self._dsn, self._max, self._ping_s = dsn, max_entries, ping_s
+        self._entries: dict[Hashable, object] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.live = False
+
+    def get(self, key: Hashable) -> Any:
+        if self._thread is None:
+            self._start()
+        return self._entries.get(key, MISSING) if self.live else MISSING
+
+    def token(self) -> int:
+        return self._generation
+
+    def put(self, key: Hashable, value: object, token: int) -> None:
+        with self._lock:
+            if not self.live or token != self._generation:
+                return
+            if len(self._entries) >= self._max:
+                del self._entries[next(iter(self._entries))]
+            self._entries[key] = value
+
+    def lookup(self, key: Hashable, compute: Callable[[], T]) -> T:
+        found = self.get(key)
+        if found is not MISSING:
+            return found
+        token = self.token()
+        value = compute()
+        self.put(key, value, token)
+        return value
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _invalidate(self, live: bool) -> None:
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
+            self.live = live
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._listen, name="trtfarm-readcache", daemon=True)
+                self._thread.start()
+
+    def _listen(self) -> None:
+        import psycopg
+
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._dsn, autocommit=True, connect_timeout=5,
+                                     application_name=APPLICATION) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._invalidate(live=True)  # changes before LISTEN are in whatever is computed from now
+                    delay = 0.5
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=self._ping_s):
+                            self._invalidate(live=True)
+                        conn.execute("SELECT 1")  # a connection lost without a word fails here, within ping_s
+            except Exception as exc:  # noqa: BLE001 - any failure: no cache until listening again
+                self._invalidate(live=False)
+                log.warning("read cache off until the change listener reconnects: %s", exc)
+                self._stop.wait(delay)
+                delay = min(10.0, delay * 2)
+        self._invalidate(live=False)
+
+
+def open_read_cache(database_url: str, enabled: bool = True, max_entries: int = 10_000) -> NoCache:
+    """A ReadCache for a PostgreSQL database (psycopg), else a NoCache."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if not enabled or url.get_backend_name() != "postgresql" or url.get_driver_name() not in ("psycopg", ""):
+        return NoCache()
+    return ReadCache(url.set(drivername="postgresql").render_as_string(hide_password=False), max_entries)
