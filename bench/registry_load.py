@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -137,13 +138,19 @@ def parse_wrk(text: str) -> dict:
     return found
 
 
-def connections(dbname: str) -> dict[str, int]:
-    """The farm database's connections: the APIs' pools, and the read caches' change listeners."""
-    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
-        rows = admin.execute("SELECT application_name = %s, count(*) FROM pg_stat_activity WHERE datname = %s "
-                             "GROUP BY 1", (APPLICATION, dbname)).fetchall()
-    found = dict(rows)
-    return {"pooled": found.get(False, 0), "change_listeners": found.get(True, 0)}
+def connections(dbname: str, idle_pool: int, settle_s: float = 10.0) -> dict:
+    """The farm database's connections once the requests wrk left in flight are answered (up to settle_s):
+    the APIs' pools, the read caches' change listeners, and how long they took to settle."""
+    started = time.monotonic()
+    while True:
+        with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
+            found = dict(admin.execute("SELECT application_name = %s, count(*) FROM pg_stat_activity "
+                                       "WHERE datname = %s GROUP BY 1", (APPLICATION, dbname)).fetchall())
+        waited = time.monotonic() - started
+        if found.get(False, 0) <= idle_pool or waited > settle_s:
+            return {"pooled": found.get(False, 0), "change_listeners": found.get(True, 0),
+                    "settled_after_s": round(waited, 2)}
+        time.sleep(0.25)
 
 
 def main() -> None:
@@ -151,6 +158,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--json")
+    parser.add_argument("--no-read-cache", action="store_true", help="TRTFARM_READ_CACHE=false: every read hits "
+                        "the database (the figure the cache is measured against)")
     args = parser.parse_args()
     dbname = f"trtfarm_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
@@ -162,7 +171,8 @@ def main() -> None:
             seeded = seed(url, Path(tmp))
             env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRTFARM_")},
                    "TRTFARM_DATABASE_URL": url, "TRTFARM_BLOB_URL": f"file://{tmp}/blobs", "TRTFARM_HOME": tmp}
-            api_env = {**env, "TRTFARM_AUTH": "required"}  # as outside loopback: every request sends a key
+            api_env = {**env, "TRTFARM_AUTH": "required",  # as outside loopback: every request sends a key
+                       "TRTFARM_READ_CACHE": str(not args.no_read_cache).lower()}
             token, auth = seeded["token"], {"Authorization": f"Bearer {seeded['token']}"}
             apis = [serve(["-m", "registry.cli", "api", "--no-dispatcher"], api_env) for _ in range(2)]
             procs += [p for p, _ in apis]
@@ -171,7 +181,7 @@ def main() -> None:
                              headers=auth).content
             mixed = load(urls, operations(seeded, False), args.clients, args.seconds, Path(tmp), token)
             resolve = load(urls, operations(seeded, True), args.clients, args.seconds / 2, Path(tmp), token)
-            idle_after = connections(dbname)
+            idle_after = connections(dbname, 2 * Settings().pool().size)
             bare_env = {**env, "BENCH_BODY_BYTES": str(len(body))}
             bares = [serve(["bench/bare_app.py"], bare_env) for _ in range(2)]
             procs += [p for p, _ in bares]
@@ -185,7 +195,8 @@ def main() -> None:
             admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
     pool = Settings().pool()
     report = {"clients": args.clients, "seconds": args.seconds, "apis": 2,
-              "auth": "required, a submit-scope key on every request", "mixed": mixed,
+              "auth": "required, a submit-scope key on every request", "read_cache": not args.no_read_cache,
+              "mixed": mixed,
               "resolve_only": resolve, "bare_fastapi_same_body": bare, "resolve_body_bytes": len(body),
               "resolve_over_bare_rps": round(resolve["rps"] / bare["rps"], 3),
               "db_connections_after": idle_after, "db_pool_per_api": f"{pool.size} + {pool.overflow} overflow"}
