@@ -47,3 +47,12 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_mib << 20)
     app.add_middleware(RejectNul)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one server process of `trtfarm api --workers N` (uvicorn calls it in each process)."""
+    import os
+
+    from api.serve import HOST_ENV
+
+    return create_app(Settings(), host=os.environ.get(HOST_ENV, "127.0.0.1"))

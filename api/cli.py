@@ -16,7 +16,9 @@ keys = typer.Typer(help="API keys, straight in the farm's database (TRTFARM_DATA
 
 
 def api(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(DEFAULT_PORT),
-        dispatcher: bool = typer.Option(True, help="also relay the outbox to the broker and run the reaper")) -> None:
+        dispatcher: bool = typer.Option(True, help="also relay the outbox to the broker and run the reaper"),
+        workers: int = typer.Option(1, min=1, help="server processes (each with its own database pool and read "
+                                                   "cache; the dispatcher runs once, in the parent)")) -> None:
     """Run the API server (production: PostgreSQL, Redis, S3 from TRTFARM_* settings)."""
     from api.serve import run_api
 
@@ -32,7 +34,7 @@ def api(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(DEFAULT_
 
         stop = start_dispatcher_thread(settings)
     try:
-        run_api(settings, host, port)
+        run_api(settings, host, port, workers=workers)
     finally:
         if stop is not None:
             stop.set()

@@ -26,6 +26,11 @@ def bare() -> dict:  # a sync route, like the registry's: it runs in the same an
     return BODY
 
 
+@app.post("/bare")
+def bare_post(request: dict) -> dict:  # the baseline of a JSON POST (bench/submit_load.py): parse, answer
+    return BODY
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)

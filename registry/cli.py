@@ -6,7 +6,6 @@ entry points (api/cli.py, workers/cli.py). Without the server extras those comma
 from __future__ import annotations
 
 import json
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,7 +24,10 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def main() -> None:
-    add_server_commands(app)
+    import sys
+
+    if not _client_command(sys.argv[1:]):  # a client command needs no server packages: none are imported
+        add_server_commands(app)
     try:
         app()
     except FarmError as exc:
@@ -33,9 +35,17 @@ def main() -> None:
         raise SystemExit(1) from None
 
 
+def _client_command(args: list[str]) -> bool:
+    first = next((a for a in args if not a.startswith("-")), None)
+    names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands if c.callback}
+    return first in names
+
+
 def add_server_commands(cli: typer.Typer) -> None:
     """Register the commands the installed server packages offer (entry points `trtfarm.commands`: a
     typer command function, or a typer app for a command group)."""
+    from importlib.metadata import entry_points  # 25 ms of imports a client command does not need
+
     known = {c.name for c in cli.registered_commands} | {g.name for g in cli.registered_groups}
     for ep in entry_points(group=COMMANDS_GROUP):
         if ep.name in known:
@@ -194,11 +204,22 @@ def fetch(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fetch the engine your runtime can load into the local cache (sha256 verified)."""
+    from registry import quickfetch
+    from registry.localfiles import copy_out
+
     spec = _json_spec(spec_json)
-    farm = _farm()
-    model_id = farm.model_id(Path(model)) if Path(model).exists() else model
-    path = farm.fetch(model_id, runtime=runtime, spec=spec, dest=output)
-    cache_path = farm.cached(model_id, runtime=runtime, spec=spec) or path  # local: no network
+    question = (model, runtime, json.dumps(spec, sort_keys=True) if spec is not None else None)
+    cache_path = None if output and output.is_dir() else quickfetch.answer(*question)  # no SDK loaded for it
+    if cache_path is not None:
+        path = copy_out(cache_path, output, cache_path.name) if output else cache_path
+    else:
+        farm = _farm()
+        model_id = farm.model_id(Path(model)) if Path(model).exists() else model
+        path = farm.fetch(model_id, runtime=runtime, spec=spec, dest=output)
+        cache_path = farm.cached(model_id, runtime=runtime, spec=spec) or path  # local: no network
+        files = [local for _, local in farm.model_files(Path(model))] if Path(model).exists() else []
+        quickfetch.remember(*question, Path(cache_path), "sha256:" + Path(cache_path).name.split(".")[0],
+                            Path(cache_path).stat().st_size, files)
     if as_json:
         _print_json({"path": str(Path(path).absolute()), "cache_path": str(Path(cache_path).absolute())})
     else:

@@ -13,13 +13,11 @@ come back as their own classes (registry.errors): `except NoCompatibleEngine` wo
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -44,6 +42,7 @@ from registry.errors import (
     error_for_code,
 )
 from registry.keys import spec_family
+from registry.localfiles import PathDigests, cached_ok, copy_hashing, copy_out, mark_verified
 from registry.runtime import as_runtime
 from registry.schemas import (
     BuildInfo,
@@ -125,8 +124,13 @@ class Farm:
 
     def model_files(self, path: str | os.PathLike[str],
                     external_data: Sequence[os.PathLike[str] | str] | None = None) -> list[tuple[ModelFile, Path]]:
-        """The model's files (the .onnx first) with their digests, as the server will see them."""
-        return [(_model_file(rel, local), local) for rel, local in model_layout(Path(path), external_data)]
+        """The model's files (the .onnx first) with their digests, as the server will see them; remembered
+        by path while no file changes (registry.localfiles)."""
+        if external_data is not None:
+            return [(_model_file(rel, local), local) for rel, local in model_layout(Path(path), external_data)]
+        layout = PathDigests(self.cache_dir / "paths").layout(
+            Path(path), lambda: [(rel, local, *digest_of_file(local)) for rel, local in model_layout(Path(path))])
+        return [(ModelFile(rel, digest, size), local) for rel, local, digest, size in layout]
 
     def model_id(self, path: str | os.PathLike[str],
                  external_data: Sequence[os.PathLike[str] | str] | None = None) -> str:
@@ -310,7 +314,7 @@ class Farm:
             self._ensure_blob(engine, verify_cached)
             self._index_write(question, engine)
         blob = self.engine_path(engine)
-        return blob if dest is None else _copy_out(blob, Path(dest), Path(engine.filename).name or blob.name)
+        return blob if dest is None else copy_out(blob, Path(dest), Path(engine.filename).name or blob.name)
 
     def _resolve_or_build(
         self, model: Any, mid: str, rt: Runtime, spec: SpecLike, build_if_missing: bool,
@@ -342,7 +346,7 @@ class Farm:
 
     def _ensure_blob(self, engine: EngineInfo, verify: bool) -> Path:
         path = self.engine_path(engine)
-        if _cached_ok(path, engine.digest, engine.size, verify, self._stamp(path)):
+        if cached_ok(path, engine.digest, engine.size, verify, self._stamp(path)):
             return path
         return self.download(engine, path)
 
@@ -358,7 +362,7 @@ class Farm:
             sweep(self.cache_dir, f"{PART_PREFIX}*", PART_IDLE_S, recursive=True)
         with atomic_file(path, "wb", file_mode=0o444) as out, self._artifact(engine.id) as response:
             try:
-                digest, size = _copy_hashing(response.iter_bytes(CHUNK), out, limit=engine.size)
+                digest, size = copy_hashing(response.iter_bytes(CHUNK), out, limit=engine.size)
             except httpx.TransportError as exc:  # the farm refuses to finish a blob that fails its digest, too
                 raise Unreachable(f"the download of engine {engine.id} broke off ({exc}); nothing was kept. "
                                   "Try again; if it repeats, the farm's copy may be corrupt (see its log)") from exc
@@ -369,7 +373,7 @@ class Farm:
                     f"{engine.digest}. Nothing was kept; try again, and report it if it repeats",
                     details={"engine": engine.id, "expected": engine.digest, "got": digest, "size": size},
                 )
-        _mark_verified(path, self._stamp(path))
+        mark_verified(path, self._stamp(path))
         return path
 
     @contextmanager
@@ -417,7 +421,7 @@ class Farm:
             path = self.engine_path(engine)
         except (OSError, ValueError, FarmError):
             return None
-        return engine if _cached_ok(path, engine.digest, engine.size, verify, self._stamp(path)) else None
+        return engine if cached_ok(path, engine.digest, engine.size, verify, self._stamp(path)) else None
 
     def _index_write(self, question: dict[str, Any], engine: EngineInfo) -> None:
         with atomic_file(self._index_path(question), "w") as f:
@@ -536,64 +540,12 @@ def _model_file(rel: str, local: Path) -> ModelFile:
     return ModelFile(rel, digest, size)
 
 
-def _copy_hashing(chunks: Iterator[bytes], out: Any, limit: int) -> tuple[str, int]:
-    """Write chunks while hashing; stop reading once past `limit` bytes (it can only be a mismatch then)."""
-    h, size = hashlib.sha256(), 0
-    for chunk in chunks:
-        h.update(chunk)
-        out.write(chunk)
-        size += len(chunk)
-        if size > limit:
-            break
-    return "sha256:" + h.hexdigest(), size
-
-
-def _cached_ok(path: Path, digest: str, size: int, verify: bool, stamp: Path) -> bool:
-    """Whether the cached engine is intact. Its sha256 is checked again unless the file is exactly as it
-    was when last verified (size, mtime, inode, recorded in `stamp`), or always with `verify`; a corrupt
-    entry is removed (and downloaded again by the caller)."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return False
-    if stat.st_size != size:
-        return False
-    if not verify and stamp.is_file() and stamp.read_text() == _fingerprint(stat):
-        return True
-    if digest_of_file(path)[0] != digest:
-        for bad in (path, stamp):
-            with suppress(OSError):
-                bad.unlink()
-        return False
-    _mark_verified(path, stamp)
-    return True
-
-
-def _fingerprint(stat: os.stat_result) -> str:
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
-
-
-def _mark_verified(path: Path, stamp: Path) -> None:
-    """Record the stat of a file whose sha256 was just checked: an unchanged file needs no rehash."""
-    with suppress(OSError), atomic_file(stamp, "w") as f:
-        f.write(_fingerprint(path.stat()))
-
-
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
     return (a.scheme, a.host, a.port or _default_port(a)) == (b.scheme, b.host, b.port or _default_port(b))
 
 
 def _default_port(url: httpx.URL) -> int | None:
     return {"http": 80, "https": 443}.get(url.scheme)
-
-
-def _copy_out(blob: Path, dest: Path, filename: str) -> Path:
-    """Copy a cached engine to `dest` (a file path, or a folder to put it in as `filename`); atomic; writable."""
-    if dest.is_dir():
-        dest = dest / filename
-    with atomic_file(dest, "wb") as out, open(blob, "rb") as src:
-        shutil.copyfileobj(src, out, CHUNK)
-    return dest
 
 
 __all__ = ["Farm", "raise_for_error"]

@@ -27,6 +27,7 @@ Every rejection carries a one-line reason; `no_match` turns them into the 404 bo
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -136,8 +137,9 @@ class Match(NamedTuple):
 
 
 class Rejection(NamedTuple):
-    engine_id: str
+    engine_id: str  # the engine refused (or one of `count` engines refused for the same reason)
     why: str
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -163,8 +165,10 @@ def no_match(
     what = f"model {model}" if model else "this model"
     where = f" loads on {runtime.describe()}" if runtime else " loads on this runtime"
     if found:
-        listed = "; ".join(f"{r.engine_id}: {r.why}" for r in found)
-        text = f"no engine of {what}{where}; {len(found)} exist{'s' if len(found) == 1 else ''}: {listed}"
+        listed = "; ".join(f"{r.engine_id}{f' and {r.count - 1} more like it' if r.count > 1 else ''}: {r.why}"
+                           for r in found)
+        total = sum(r.count for r in found)
+        text = f"no engine of {what}{where}; {total} exist{'s' if total == 1 else ''}: {listed}"
     else:
         text = f"no engine of {what}{where}; none has been built"
     details: dict = {"rejections": [r._asdict() for r in found]}
@@ -212,6 +216,41 @@ def resolve(
     raise no_match(rejections, runtime=runtime, model=model, suggest=suggest)
 
 
+@dataclass(frozen=True)
+class Narrowing:
+    """What an engine must have to stand any chance on a runtime, as plain values a database can filter on:
+    a superset of what `classify` accepts (the rules still decide). `registry.services.resolution` turns it
+    into SQL; `admits` is the same test in Python."""
+
+    toolchain: str
+    version_prefix: str  # "8.6": every version text that parses to 8.6.x starts with it
+    any_version_compatible: bool  # version-compatible plans of other versions may load
+    devices: frozenset[str]  # device, SKU or cc values that may match (empty: any device)
+    ampere_plus: bool  # ampere_plus plans may load (any device value)
+
+    def admits(self, c: Candidate) -> bool:
+        if c.toolchain != self.toolchain:
+            return False
+        if not c.version.startswith(self.version_prefix) and not (self.any_version_compatible and c.version_compatible):
+            return False
+        if not self.devices or (self.ampere_plus and c.hardware_compatibility == "ampere_plus"):
+            return True
+        return bool(self.devices & {c.device, c.sku, _cc(c.cc) if c.cc else None})
+
+
+def narrowing(runtime: Runtime) -> Narrowing:
+    """The filter every engine that loads on `runtime` passes (see `Narrowing`)."""
+    major, minor, _ = parse_version(runtime.version)
+    if runtime.toolchain != TENSORRT:
+        devices = frozenset({runtime.cpu}) if runtime.cpu else frozenset()
+        return Narrowing(runtime.toolchain, f"{major}.{minor}", False, devices, False)
+    cc = _cc(runtime.cc)
+    dotted = "{}.{}".format(*cc_tuple(cc)) if cc else None  # a cc recorded as "9.0" matches too
+    devices = frozenset(d for d in (runtime.sku, cc, dotted) if d)
+    return Narrowing(TENSORRT, f"{major}.{minor}", True, devices, True)
+
+
+@functools.lru_cache(maxsize=4096)
 def parse_version(text: str) -> Version:
     """'8.6' -> (8, 6, 0); '8.6.0.12' -> (8, 6, 0): padded and cut to major.minor.patch."""
     parts = []
@@ -348,6 +387,7 @@ def _built_cc(c: Candidate) -> str | None:
     return c.device if c.device.startswith("sm_") else None
 
 
+@functools.lru_cache(maxsize=1024)
 def _cc(cc: str | None) -> str | None:
     return cc_slug(cc) if cc else None
 

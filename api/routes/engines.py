@@ -13,7 +13,7 @@ from api.ranges import byte_range
 from registry import compat
 from registry.errors import RangeNotSatisfiable
 from registry.schemas import DIGEST, HEX_ID, SLUG, EngineInfo, EngineList, Resolution
-from registry.services import engines
+from registry.services import engines, resolution
 from registry.stores import FarmStores
 
 router = APIRouter(prefix="/v1/engines", tags=["engines"], dependencies=[Depends(read_scope)],
@@ -33,10 +33,10 @@ async def resolve(model: str = Query(pattern=DIGEST), toolchain: str = Query(pat
     runtime = compat.Runtime(toolchain=toolchain, version=version, sku=sku, cc=cc, cpu=cpu,
                              allow_cross_sku=allow_cross_sku, lean_runtime=lean_runtime,
                              engine_host_code_allowed=engine_host_code_allowed)
-    shapes = engines.parse_shapes(shape)
+    shapes = resolution.parse_shapes(shape)
     key = ("resolve", model, runtime, spec_family, tuple(shape))
-    return await cached_json(farm, key, lambda: engines.resolve(farm.db, model, runtime, spec_family=spec_family,
-                                                                shapes=shapes))
+    return await cached_json(farm, key, lambda: resolution.resolve(farm.db, model, runtime, spec_family=spec_family,
+                                                                   shapes=shapes))
 
 
 @router.get("", response_model=EngineList)

@@ -59,6 +59,8 @@ class Database:
         self.pool = pool
         self.engine = make_engine(url, pool)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        reads = self.engine if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._reads = sessionmaker(reads, expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -69,6 +71,13 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session that only reads: on PostgreSQL each statement runs on its own (autocommit), so there is
+        no BEGIN and no COMMIT round trip; nothing it does is committed."""
+        with self._reads() as session:
+            yield session
 
     @property
     def is_sqlite(self) -> bool:

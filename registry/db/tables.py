@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from registry.status import BuildStatus
@@ -112,11 +124,16 @@ class Build(Base):
 
 class Engine(Base):
     __tablename__ = "engines"
+    # resolve groups a model's engines by compatibility signature from this index alone (index-only scan)
+    __table_args__ = (Index("ix_engines_resolve", "model_id", "toolchain", "version", "device",
+                            "hardware_compatibility", "version_compatible", "exclude_lean_runtime", "sku", "cc",
+                            "validation_passed", "spec_family", "created_at", "latency_p50_ms", "id"),
+                      Index("ix_engines_model_created", "model_id", "created_at"))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"), unique=True)
     build_key: Mapped[str] = mapped_column(String(64), unique=True)
-    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))  # indexed with created_at (below)
     toolchain: Mapped[str] = mapped_column(String(32))
     version: Mapped[str] = mapped_column(String(32))  # read from the artifact itself where possible
     device: Mapped[str] = mapped_column(String(128))  # the key's device component

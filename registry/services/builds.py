@@ -17,7 +17,15 @@ from registry.auth import OPEN, Principal
 from registry.blobs.base import BlobStore
 from registry.db.session import Database
 from registry.db.tables import Build, Engine, Model, utcnow
-from registry.errors import BuildNotFound, BuildStateError, Forbidden, InvalidInput, InvalidSpec, UnsupportedOption
+from registry.errors import (
+    BuildNotFound,
+    BuildStateError,
+    FarmError,
+    Forbidden,
+    InvalidInput,
+    InvalidSpec,
+    UnsupportedOption,
+)
 from registry.keys import build_key, spec_canonical, spec_family
 from registry.queues import build_queue
 from registry.schemas import BuildInfo, BuildList, BuildRequest, ErrorInfo
@@ -35,6 +43,9 @@ def submit(db: Database, settings: Settings, request: BuildRequest, submitted_by
     `submitted_by` is the API key's id (None in open mode); an existing build keeps its first submitter.
     One transaction: a duplicate submit costs one round of reads and an insert that does nothing."""
     spec = parse_spec(request.spec)
+    known = _known_build(db, request, spec)
+    if known is not None:
+        return known, False
     check_inputs(request, blobs)  # blob store lookups, before a connection is held
     with db.session() as s:
         model = get_model(s, request.model)
@@ -60,6 +71,24 @@ def submit(db: Database, settings: Settings, request: BuildRequest, submitted_by
         else:
             _requeue_if_ended(s, row, workers)
         return build_info(s, row), created
+
+
+def _known_build(db: Database, request: BuildRequest, spec: BuildSpec) -> BuildInfo | None:
+    """A duplicate submit in one statement: when the key follows from the request alone (a full target whose
+    device needs no fleet to derive), the build holding it, unless it ended failed or cancelled (then the
+    full path queues it again). The checks a new build gets were passed when this one was created."""
+    try:
+        target, spec = fleet.complete_target(parse_target(request.target), spec, [])
+    except FarmError:
+        return None  # the fleet is needed, or the target is wrong: the full path says so
+    key = build_key(model=request.model, target=str(target), spec=spec, plugins=tuple(request.plugins),
+                    calibration=request.calibration)
+    with db.read_session() as s:
+        found = s.execute(select(Build, Engine.id).outerjoin(Engine, Engine.build_id == Build.id)
+                          .where(Build.key == key)).one_or_none()
+        if found is None or found[0].status in (BuildStatus.FAILED, BuildStatus.CANCELLED):
+            return None
+        return build_info(s, found[0], engine_id=found[1])
 
 
 def _insert_unless_keyed(session: Session, values: dict) -> bool:
@@ -184,8 +213,10 @@ def log_text(db: Database, blobs: BlobStore, build_id: str) -> str:
     return tail or f"(build {build_id} is {status}; no log yet)\n"
 
 
-def build_info(session: Session, row: Build) -> BuildInfo:
-    engine_id = session.scalar(select(Engine.id).where(Engine.build_id == row.id))
+def build_info(session: Session, row: Build, engine_id: str | None = None) -> BuildInfo:
+    """The public view of a build (its engine looked up unless the caller has it)."""
+    if engine_id is None and row.status == BuildStatus.SUCCEEDED:
+        engine_id = session.scalar(select(Engine.id).where(Engine.build_id == row.id))
     error = ErrorInfo(code=row.error_code, message=row.error_message or "") if row.error_code else None
     return BuildInfo(
         id=row.id, key=row.key, model=row.model_id, target=row.target, toolchain=row.toolchain,

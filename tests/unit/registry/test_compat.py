@@ -265,3 +265,29 @@ def test_models_are_frozen():
     with pytest.raises(FrozenInstanceError):
         rt().version = "10.0.0"  # type: ignore[misc]
     assert replace(plan(), engine_id="x").engine_id == "x"
+
+
+def test_narrowing_admits_every_candidate_that_loads():
+    """compat.narrowing is what resolve filters on in SQL: it may let through engines that do not load, never
+    drop one that does (checked over generated fleets, with cc written either way)."""
+    import random
+
+    from registry.compat import narrowing
+    from tests import fleets
+
+    rng = random.Random(5)
+    rows = fleets.engine_rows(rng, "sha256:" + "0" * 64, 3000)
+    for row in rows[::3]:
+        row["cc"] = {"sm_90": "9.0", "sm_80": "8.0"}.get(row["cc"], row["cc"])
+    admitted = loaded = 0
+    for _ in range(200):
+        runtime = fleets.runtime(rng)
+        narrow = narrowing(runtime)
+        for row in rows:
+            c = fleets.candidate(row)
+            admits = narrow.admits(c)
+            admitted += admits
+            if classify(c, runtime) is not None:
+                loaded += 1
+                assert admits, (c, runtime)
+    assert loaded and admitted < len(rows) * 200  # it does cut: the test would pass on "admit everything" otherwise
