@@ -12,15 +12,15 @@ database.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
+from registry.notify import listen, postgres_dsn
+
 T = TypeVar("T")
 CHANNEL = "trtfarm_changes"
 APPLICATION = "trtfarm-readcache"  # the listener's connection, as pg_stat_activity names it
-log = logging.getLogger("trtfarm.readcache")
 MISSING: Any = object()
 
 
@@ -99,33 +99,11 @@ class ReadCache(NoCache):
                 self._thread.start()
 
     def _listen(self) -> None:
-        import psycopg
-
-        delay = 0.5
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self._dsn, autocommit=True, connect_timeout=5,
-                                     application_name=APPLICATION) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self._invalidate(live=True)  # changes before LISTEN are in whatever is computed from now
-                    delay = 0.5
-                    while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=self._ping_s):
-                            self._invalidate(live=True)
-                        conn.execute("SELECT 1")  # a connection lost without a word fails here, within ping_s
-            except Exception as exc:  # noqa: BLE001 - any failure: no cache until listening again
-                self._invalidate(live=False)
-                log.warning("read cache off until the change listener reconnects: %s", exc)
-                self._stop.wait(delay)
-                delay = min(10.0, delay * 2)
-        self._invalidate(live=False)
+        listen(self._dsn, [CHANNEL], lambda _: self._invalidate(live=True), lambda up: self._invalidate(live=up),
+               self._stop, application=APPLICATION, ping_s=self._ping_s)
 
 
 def open_read_cache(database_url: str, enabled: bool = True, max_entries: int = 10_000) -> NoCache:
     """A ReadCache for a PostgreSQL database (psycopg), else a NoCache."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(database_url)
-    if not enabled or url.get_backend_name() != "postgresql" or url.get_driver_name() not in ("psycopg", ""):
-        return NoCache()
-    return ReadCache(url.set(drivername="postgresql").render_as_string(hide_password=False), max_entries)
+    dsn = postgres_dsn(database_url)
+    return ReadCache(dsn, max_entries) if enabled and dsn else NoCache()

@@ -14,12 +14,14 @@ from contextlib import suppress
 from typing import Any
 
 from registry.db.session import Database
+from registry.notify import listen, postgres_dsn
 from registry.queues import BUILD_TASK
 from registry.services import outbox, reaper
 from registry.settings import Settings
 from workers.celery_app import make_celery
 
 log = logging.getLogger("trtfarm.dispatcher")
+OUTBOX_CHANNEL = "trtfarm_outbox"  # migration 0005
 
 
 class Publisher:
@@ -46,9 +48,12 @@ class Publisher:
 
 
 def run_dispatcher(settings: Settings, stop: threading.Event) -> None:
-    """Publish outbox rows to their queues; run the reaper every reaper_interval_s; until `stop` is set."""
+    """Publish outbox rows to their queues; run the reaper every reaper_interval_s; until `stop` is set.
+    On PostgreSQL a new outbox row wakes it at once (NOTIFY trtfarm_outbox); relay_interval_s is the poll
+    that remains (SQLite, or while the listener reconnects)."""
     db = Database(settings.resolved_database_url())
     publish = Publisher(settings)
+    woken = _outbox_wakeups(settings, stop)
     next_reap = 0.0
     while not stop.is_set():
         try:
@@ -60,8 +65,20 @@ def run_dispatcher(settings: Settings, stop: threading.Event) -> None:
             log.warning("dispatcher: %s", exc)
             publish.reset()
             stop.wait(2.0)
-        stop.wait(settings.relay_interval_s)
+        woken.wait(settings.relay_interval_s)
+        woken.clear()
     publish.reset()
+
+
+def _outbox_wakeups(settings: Settings, stop: threading.Event) -> threading.Event:
+    """An event set by each outbox notification (PostgreSQL) and when `stop` is; never set otherwise."""
+    woken = threading.Event()
+    dsn = postgres_dsn(settings.resolved_database_url())
+    if dsn:
+        threading.Thread(target=listen, args=(dsn, [OUTBOX_CHANNEL], lambda _: woken.set(), lambda _: None, stop),
+                         kwargs={"application": "trtfarm-dispatcher"}, daemon=True, name="outbox-listener").start()
+    threading.Thread(target=lambda: (stop.wait(), woken.set()), daemon=True, name="dispatcher-stop").start()
+    return woken
 
 
 def start_dispatcher_thread(settings: Settings) -> threading.Event:

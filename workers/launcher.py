@@ -4,8 +4,10 @@ read its result."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -94,15 +96,35 @@ def run(toolchain: Toolchain, command: str, args: list[str], *, workdir: Path, l
     return _result(result_path, proc.returncode, command, log)
 
 
-def _wait(proc: subprocess.Popen, timeout: float, should_stop: Callable[[], bool]) -> str:
+def _wait(proc: subprocess.Popen, timeout: float, should_stop: Callable[[], bool], check_s: float = 0.5) -> str:
+    """Until the runner exits (woken at its exit: a pidfd), it runs past `timeout`, or `should_stop()`
+    (asked every check_s)."""
     deadline = time.monotonic() + timeout
-    while proc.poll() is None:
-        if time.monotonic() > deadline or should_stop():
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return "timeout" if time.monotonic() > deadline else "cancelled"
-        time.sleep(0.1)
+    exited = _exit_fd(proc)
+    try:
+        while proc.poll() is None:
+            if time.monotonic() > deadline or should_stop():
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return "timeout" if time.monotonic() > deadline else "cancelled"
+            left = min(check_s, max(0.0, deadline - time.monotonic()))
+            if exited is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(left)
+            else:
+                select.select([exited], [], [], left)
+    finally:
+        if exited is not None:
+            os.close(exited)
     return "done"
+
+
+def _exit_fd(proc: subprocess.Popen) -> int | None:
+    """A file descriptor readable once the process exits (Linux ≥ 5.3), or None."""
+    try:
+        return os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _result(path: Path, returncode: int, command: str, log: BuildLog) -> dict[str, Any]:
