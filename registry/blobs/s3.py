@@ -225,15 +225,14 @@ class S3BlobStore(BlobStore):
                 while chunk := f.read(CHUNK):  # to EOF, whatever fstat said
                     buf.write(chunk)
                 return self._put_small(buf.getvalue(), expected_digest)
+            if expected_digest is not None:  # the key is known: one pass, the parts hashed as they go up and the
+                return self._put_large(f, expected_digest, size, claimed=True)  # upload aborted if they disagree
             h, size = hashlib.sha256(), 0
             while chunk := f.read(CHUNK):
                 h.update(chunk)
                 size += len(chunk)
-            digest = sha256_digest(h)
-            if expected_digest is not None and digest != expected_digest:
-                raise mismatch(expected_digest, digest, size, where="upload rejected")
             f.seek(0)
-            return self._put_large(f, digest, size)
+            return self._put_large(f, sha256_digest(h), size)
 
     def put_bytes(self, data: bytes, expected_digest: str | None = None) -> BlobInfo:
         if expected_digest is not None:
@@ -311,12 +310,20 @@ class S3BlobStore(BlobStore):
         )
         self.conditional_writes = False
 
-    def _put_large(self, f: BinaryIO, digest: str, size: int) -> BlobInfo:
+    def _put_large(self, f: BinaryIO, digest: str, size: int, claimed: bool = False) -> BlobInfo:
+        """`claimed`: the digest is the caller's word, not yet checked against `f`."""
         overwrite = self._existing_state(digest, size)
         if overwrite is None:
+            if claimed:  # stored already: this file must be that blob before we say so
+                h, n = hashlib.sha256(), 0
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+                    n += len(chunk)
+                if sha256_digest(h) != digest:
+                    raise mismatch(digest, sha256_digest(h), n, where="upload rejected")
             return BlobInfo(digest, size)
         for _attempt in range(3):
-            done = self._multipart_upload(f, digest, size, overwrite)
+            done = self._multipart_upload(f, digest, size, overwrite, claimed)
             if done:
                 return BlobInfo(digest, size)
             # 412/409: someone else wrote it meanwhile (or the endpoint lacks conditional writes)
@@ -329,7 +336,7 @@ class S3BlobStore(BlobStore):
             f"({self.describe()})"
         )
 
-    def _multipart_upload(self, f: BinaryIO, digest: str, size: int, overwrite: bool) -> bool:
+    def _multipart_upload(self, f: BinaryIO, digest: str, size: int, overwrite: bool, claimed: bool = False) -> bool:
         """Upload ``f`` under ``digest``. False when the conditional complete was refused (retry)."""
         key = self.object_key(digest)
         with self._errors("CreateMultipartUpload", digest):
@@ -342,7 +349,7 @@ class S3BlobStore(BlobStore):
             )["UploadId"]
         completed = False
         try:
-            parts = self._upload_parts(f, key, upload_id, digest, size)
+            parts = self._upload_parts(f, key, upload_id, digest, size, claimed)
             outcome = self._complete(key, upload_id, parts, digest, size, overwrite)
             completed = outcome == "completed"
             return outcome != "refused"  # "stored": someone else's copy is good (finally aborts ours)
@@ -353,7 +360,8 @@ class S3BlobStore(BlobStore):
                 except Exception as e:  # noqa: BLE001 - best effort; a lifecycle rule cleans up the rest
                     log.warning("could not abort multipart upload %s of %s: %s", upload_id, key, e)
 
-    def _upload_parts(self, f: BinaryIO, key: str, upload_id: str, digest: str, size: int) -> list[dict[str, Any]]:
+    def _upload_parts(self, f: BinaryIO, key: str, upload_id: str, digest: str, size: int,
+                      claimed: bool = False) -> list[dict[str, Any]]:
         """Upload ``f`` in parts, at most max_concurrency at once (memory ~(c+1) parts), hashing as it goes."""
         chunksize = max(self.multipart_chunksize, math.ceil(size / MAX_PARTS))
         h, n = hashlib.sha256(), 0
@@ -372,6 +380,8 @@ class S3BlobStore(BlobStore):
                 futures.append(pool.submit(self._upload_part, key, upload_id, len(futures) + 1, chunk))
             parts = [fut.result() for fut in futures]
         actual = sha256_digest(h)
+        if actual != digest and claimed:  # the caller's digest was wrong, not the file changing
+            raise mismatch(digest, actual, n, where="upload rejected")
         if actual != digest or n != size:
             raise BlobError(
                 f"the file changed while it was being uploaded: it hashed to {digest} "

@@ -28,17 +28,20 @@ DEFAULT_LIMITS = IntakeLimits()
 
 
 def register_model(db: Database, blobs: BlobStore, folder: Path, main: str, uploaded_by: str | None = None,
-                   limits: IntakeLimits = DEFAULT_LIMITS) -> tuple[ModelInfo, bool]:
+                   limits: IntakeLimits = DEFAULT_LIMITS, known: dict[str, tuple[str, int]] | None = None
+                   ) -> tuple[ModelInfo, bool]:
     """Validate and store the model in `folder` whose .onnx file is `main`. Returns (info, created).
     `uploaded_by` is the API key's id (None in open mode); a model keeps its first uploader. The model is
-    parsed with bounded memory and time (registry.intake), never in this process."""
+    parsed with bounded memory and time (registry.intake), never in this process. `known`: digests and sizes
+    computed while the files were received (the blob store verifies them again as it stores them)."""
     files = _list_files(folder)
     if main not in files:
         raise InvalidModel(f"the upload has no file {main!r}")
     upload_bytes = sum((folder / f).stat().st_size for f in files)
     found = intake.inspect(folder / main, main, limits, upload_bytes)
     _check_external(set(found["external_files"]), files, main)
-    digests = [FileDigest(p, *digest_of_file(folder / p)) for p in sorted(files)]
+    known = known or {}
+    digests = [FileDigest(p, *(known.get(p) or digest_of_file(folder / p))) for p in sorted(files)]
     mid = model_id(digests)
     for f in digests:  # also when the model is known: a blob that went missing is restored (put is idempotent)
         if not blobs.exists(f.sha256):

@@ -20,12 +20,13 @@ BENCHES = {
     "intake.py": ["--upload-mb", "20"],
     "fetch.py": ["--model-mb", "2", "--engine-mb", "2", "--hits", "20"],
     "schedule.py": ["--builds", "4", "--direct", "1"],
+    "upload.py": ["--model-mb", "4"],
 }
 
 
 @pytest.mark.parametrize("script", sorted(BENCHES))
 def test_benchmark_runs(script: str, services: None, tmp_path: Path) -> None:
-    if script not in ("intake.py", "fetch.py", "schedule.py"):
+    if script not in ("intake.py", "fetch.py", "schedule.py", "upload.py"):
         assert shutil.which("wrk"), "the benchmarks need wrk (scripts/services installs it)"
     out = tmp_path / "out.json"
     done = subprocess.run([sys.executable, f"bench/{script}", *BENCHES[script], "--json", str(out)], cwd=REPO,
@@ -41,6 +42,8 @@ def test_benchmark_runs(script: str, services: None, tmp_path: Path) -> None:
         assert report["duplicate_submits"]["non_2xx_3xx"] == 0
         assert report["stampede"]["statuses"] == {"201": 1, "200": 49} and report["stampede"]["build_ids"] == 1
         assert report["stampede"]["build_rows_with_the_key"] == 1
+    elif script == "upload.py":
+        assert report["farm_upload_s"] > 0 and report["boto3_upload_file_s"] > 0
     elif script == "schedule.py":
         assert report["failed"] == 0 and report["wall_s"] > 0 and report["runner_build_alone_s"] > 0
     elif script == "fetch.py":

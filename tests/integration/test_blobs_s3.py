@@ -125,6 +125,39 @@ def test_multipart_expected_digest_mismatch(small_mp_store: S3BlobStore, raw, tm
     assert raw.list_multipart_uploads(Bucket=small_mp_store.bucket).get("Uploads", []) == []
 
 
+def test_a_claimed_digest_is_checked_in_one_pass_and_against_a_stored_blob(small_mp_store: S3BlobStore,
+                                                                         tmp_path: Path) -> None:
+    """put_file with the right expected digest reads the file once (the parts hashed as they go up); a wrong
+    claim for a digest already stored is refused too, though nothing needs uploading."""
+    data, other = os.urandom(6 * MiB), os.urandom(6 * MiB)
+    src, impostor = tmp_path / "big", tmp_path / "other"
+    src.write_bytes(data)
+    impostor.write_bytes(other)
+    reads = []
+    real_open = open
+
+    def counting_open(path, mode="r", *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        handle = real_open(path, mode, *args, **kwargs)
+        if Path(path) == src and "b" in mode:
+            original = handle.read
+            handle.read = lambda n=-1: (reads.append(n), original(n))[1]
+        return handle
+
+    import builtins
+
+    builtins.open, saved = counting_open, builtins.open
+    try:
+        assert small_mp_store.put_file(src, expected_digest=digest(data)).digest == digest(data)
+    finally:
+        builtins.open = saved
+    chunks = [n for n in reads if n != -1]
+    assert sum(1 for _ in chunks) <= 6 * MiB // (5 * MiB) + 2  # one pass of 5 MiB parts, not hash + upload
+    assert small_mp_store.get_bytes(digest(data)) == data
+    with pytest.raises(DigestMismatch):
+        small_mp_store.put_file(impostor, expected_digest=digest(data))
+    assert small_mp_store.get_bytes(digest(data)) == data
+
+
 def test_multipart_file_changing_during_upload_is_aborted(
     small_mp_store: S3BlobStore, raw, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
