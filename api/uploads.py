@@ -100,6 +100,10 @@ async def receive(request: Request, folder: Path, max_files: int = 10_000) -> Re
             parser.write(chunk)
             await _flush(parts, folder, received, final=False)
         parser.finalize()
+        unfinished = [p.filename for p in parts if not p.done]
+        if unfinished:
+            raise InvalidModel(f"the multipart body ends inside file {unfinished[0]!r} (no closing boundary): the "
+                               "upload is incomplete; send it again")
         await _flush(parts, folder, received, final=True)
     except MultipartParseError as exc:
         raise InvalidModel(f"the multipart body is malformed ({exc}); send field 'file' with the .onnx") from None

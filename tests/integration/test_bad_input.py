@@ -334,3 +334,26 @@ def test_unknown_ids_are_404(farm: RunningFarm, model_id: str) -> None:
               "NAME:1x3x224x224")
         error(http.get("/v1/engines/resolve", params={**query, "shape": "pixels:2x3x16x16"}), 422, "invalid_input",
               "no input pixels")
+
+
+def test_malformed_multipart_bodies_are_4xx_json(farm: RunningFarm) -> None:
+    """Not multipart, no boundary, garbage before the boundary, a body that ends inside the file, no 'file'
+    field: each a 422 invalid_model saying what to send; nothing is registered."""
+    bodies = [
+        ("text/plain", b"x", "multipart/form-data"),
+        ("multipart/form-data", b"x", "multipart/form-data"),
+        ("multipart/form-data; boundary=abc", b"garbage--abc\r\nbroken", "malformed"),
+        ("multipart/form-data; boundary=abc",
+         b'--abc\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n\r\nhalf a model', "incomplete"),
+        ("multipart/form-data; boundary=abc",
+         b'--abc\r\nContent-Disposition: form-data; name="other"; filename="m.onnx"\r\n\r\nx\r\n--abc--\r\n', "'file'"),
+    ]
+    with farm.db.session() as s:
+        before = s.scalar(select(func.count()).select_from(Model))
+    with farm.http() as http:
+        for content_type, body, fragment in bodies:
+            answer = http.post("/v1/models", content=body, headers={"content-type": content_type})
+            assert answer.status_code == 422 and answer.json()["code"] == "invalid_model", answer.text
+            assert fragment in answer.json()["message"], (fragment, answer.text)
+    with farm.db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Model)) == before
