@@ -50,68 +50,74 @@ class Received:
     files: dict[str, tuple[str, int]] = field(default_factory=dict)  # relative path -> (sha256:…, size)
 
 
+class _Parts:
+    """The parser's callbacks: each part's headers, then its bytes into the part (when it is a model file)."""
+
+    def __init__(self, max_files: int) -> None:
+        self.max_files, self.received, self.open = max_files, Received(), []
+        self.current, self.headers, self.name = _Part(), {}, bytearray()
+
+    def callbacks(self) -> dict:
+        return {"on_part_begin": self.begin, "on_header_field": self.header_field,
+                "on_header_value": self.header_value, "on_header_end": self.name.clear,
+                "on_headers_finished": self.headers_done, "on_part_data": self.data, "on_part_end": self.end}
+
+    def begin(self) -> None:
+        self.current = _Part()
+        self.headers.clear()
+
+    def header_field(self, data: bytes, start: int, end: int) -> None:
+        self.name.extend(data[start:end])
+
+    def header_value(self, data: bytes, start: int, end: int) -> None:
+        key = bytes(self.name).lower()
+        self.headers[key] = self.headers.get(key, b"") + data[start:end]
+
+    def headers_done(self) -> None:
+        part = self.current
+        _, disposition = parse_options_header(self.headers.get(b"content-disposition", b""))
+        part.form_field = disposition.get(b"name", b"").decode("utf-8", "replace")
+        filename = disposition.get(b"filename")
+        if part.form_field in (MAIN, EXTERNAL) and filename is not None:
+            if len(self.received.files) + len(self.open) >= self.max_files:
+                raise TooLarge(f"more than {self.max_files} files in one upload")
+            default = "model.onnx" if part.form_field == MAIN else ""
+            part.filename = safe_name(filename.decode("utf-8", "replace") or default)
+            self.open.append(part)
+
+    def data(self, chunk: bytes, start: int, end: int) -> None:
+        if self.current.filename is not None:
+            self.current.pending.extend(chunk[start:end])
+
+    def end(self) -> None:
+        self.current.done = True
+
+
 async def receive(request: Request, folder: Path, max_files: int = 10_000) -> Received:
     """Stream the request's multipart body into `folder`; the main file's name and every file's digest."""
     kind, params = parse_options_header(request.headers.get("content-type", ""))
     if kind != b"multipart/form-data" or not params.get(b"boundary"):
         raise InvalidModel("upload the model as multipart/form-data: field 'file' (the .onnx), external data in "
                            "fields named 'files'")
-    received, parts, current = Received(), [], [_Part()]
-    headers: dict[bytes, bytes] = {}
-    name = bytearray()
-
-    def begin() -> None:
-        current[0] = _Part()
-        headers.clear()
-
-    def header_field(data: bytes, start: int, end: int) -> None:
-        name.extend(data[start:end])
-
-    def header_value(data: bytes, start: int, end: int) -> None:
-        headers[bytes(name).lower()] = headers.get(bytes(name).lower(), b"") + data[start:end]
-
-    def header_end() -> None:
-        name.clear()
-
-    def headers_done() -> None:
-        part = current[0]
-        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
-        part.form_field = disposition.get(b"name", b"").decode("utf-8", "replace")
-        filename = disposition.get(b"filename")
-        if part.form_field in (MAIN, EXTERNAL) and filename is not None:
-            if len(received.files) + len(parts) >= max_files:
-                raise TooLarge(f"more than {max_files} files in one upload")
-            part.filename = safe_name(filename.decode("utf-8", "replace") or ("model.onnx" if part.form_field == MAIN
-                                                                             else ""))
-            parts.append(part)
-
-    def data(chunk: bytes, start: int, end: int) -> None:
-        if current[0].filename is not None:
-            current[0].pending.extend(chunk[start:end])
-
-    def end() -> None:
-        current[0].done = True
-
-    parser = MultipartParser(params[b"boundary"], {
-        "on_part_begin": begin, "on_header_field": header_field, "on_header_value": header_value,
-        "on_header_end": header_end, "on_headers_finished": headers_done, "on_part_data": data, "on_part_end": end})
+    parts = _Parts(max_files)
+    parser = MultipartParser(params[b"boundary"], parts.callbacks())
     try:
         async for chunk in request.stream():
             parser.write(chunk)
-            await _flush(parts, folder, received, final=False)
+            await _flush(parts.open, folder, parts.received, final=False)
         parser.finalize()
-        unfinished = [p.filename for p in parts if not p.done]
+        unfinished = [p.filename for p in parts.open if not p.done]
         if unfinished:
             raise InvalidModel(f"the multipart body ends inside file {unfinished[0]!r} (no closing boundary): the "
                                "upload is incomplete; send it again")
-        await _flush(parts, folder, received, final=True)
+        await _flush(parts.open, folder, parts.received, final=True)
     except MultipartParseError as exc:
         raise InvalidModel(f"the multipart body is malformed ({exc}); send field 'file' with the .onnx") from None
     finally:
-        for part in parts:
+        for part in parts.open:
             if part.out is not None:
                 part.out.close()
-    return received
+    return parts.received
 
 
 async def _flush(parts: list[_Part], folder: Path, received: Received, final: bool) -> None:
