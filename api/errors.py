@@ -66,9 +66,17 @@ def database_error(exc: DBAPIError) -> e.FarmError:
     if isinstance(exc, DataError):
         return e.InvalidInput("the database cannot store a value of this request (a NUL character, a number out of "
                               "range, an over-long text?); check the request's values")
+    if _missing_schema(exc):
+        return e.Unavailable("the farm's database has no tables (or an older schema): an operator runs "
+                             "`trtfarm db upgrade` with this farm's TRTFARM_DATABASE_URL")
     if isinstance(exc, OperationalError) or exc.connection_invalidated:
         return e.Unavailable("the farm's database does not answer right now; try again in a few seconds")
     return e.InternalError("the database refused the request; the server log has the details")
+
+
+def _missing_schema(exc: DBAPIError) -> bool:
+    """SQLite's "no such table", PostgreSQL's undefined table (SQLSTATE 42P01)."""
+    return "no such table" in str(exc.orig) or getattr(exc.orig, "sqlstate", None) == "42P01"
 
 
 PATTERNS = {  # what an id or name that fails its pattern should look like, and where to find real ones

@@ -46,3 +46,16 @@ def test_a_full_disk_is_store_full_and_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(e.StoreFull, match="is full; nothing partial was kept"):
         store.put_bytes(b"engine bytes")
     assert list((tmp_path / "blobs").rglob("*.part*")) == [] and not list((tmp_path / "blobs").rglob("sha256/*/*"))
+
+
+def test_a_database_without_tables_says_to_upgrade_it(tmp_path):
+    """`trtfarm api` on a database nobody migrated: a 503 that names the command, not "does not answer"."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from registry.settings import Settings
+
+    with TestClient(create_app(Settings(home=tmp_path))) as client:
+        answer = client.get("/v1/workers")
+    assert answer.status_code == 503 and answer.json()["code"] == "unavailable"
+    assert "trtfarm db upgrade" in answer.json()["message"]
