@@ -27,12 +27,11 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.serving import serve  # noqa: E402
+from bench.serving import PG, scratch_database, serve, stop  # noqa: E402
 from registry.readcache import APPLICATION  # noqa: E402
 from registry.settings import Settings  # noqa: E402
 from tests.models import convnet  # noqa: E402
 
-PG = dict(host="127.0.0.1", port=5432, user="postgres")
 TARGET = "onnxruntime==1.32.0@x86_64-avx2"
 PROFILE = {"profiles": [{"input": {"min": [1, 3, 16, 16], "opt": [2, 3, 16, 16], "max": [4, 3, 16, 16]}}]}
 
@@ -161,38 +160,31 @@ def main() -> None:
     parser.add_argument("--no-read-cache", action="store_true", help="TRTFARM_READ_CACHE=false: every read hits "
                         "the database (the figure the cache is measured against)")
     args = parser.parse_args()
-    dbname = f"trtfarm_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
-        admin.execute(f'CREATE DATABASE "{dbname}"')
-    url = f"postgresql+psycopg://{PG['user']}@{PG['host']}:{PG['port']}/{dbname}"
-    procs: list[subprocess.Popen] = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
-            seeded = seed(url, Path(tmp))
-            env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRTFARM_")},
-                   "TRTFARM_DATABASE_URL": url, "TRTFARM_BLOB_URL": f"file://{tmp}/blobs", "TRTFARM_HOME": tmp}
-            api_env = {**env, "TRTFARM_AUTH": "required",  # as outside loopback: every request sends a key
-                       "TRTFARM_READ_CACHE": str(not args.no_read_cache).lower()}
-            token, auth = seeded["token"], {"Authorization": f"Bearer {seeded['token']}"}
-            apis = [serve(["-m", "registry.cli", "api", "--no-dispatcher"], api_env) for _ in range(2)]
-            procs += [p for p, _ in apis]
-            urls = [u for _, u in apis]
-            body = httpx.get(urls[0] + "/v1/engines/resolve", params=operations(seeded, True)[0][3]["params"],
-                             headers=auth).content
-            mixed = load(urls, operations(seeded, False), args.clients, args.seconds, Path(tmp), token)
-            resolve = load(urls, operations(seeded, True), args.clients, args.seconds / 2, Path(tmp), token)
-            idle_after = connections(dbname, 2 * Settings().pool().size)
-            bare_env = {**env, "BENCH_BODY_BYTES": str(len(body))}
-            bares = [serve(["bench/bare_app.py"], bare_env) for _ in range(2)]
-            procs += [p for p, _ in bares]
-            bare = load([u for _, u in bares], [(1.0, "GET", "/bare", {})], args.clients, args.seconds / 2,
-                        Path(tmp))
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(30)
-        with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    with scratch_database() as (dbname, url):
+        procs: list[subprocess.Popen] = []
+        try:
+            with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+                seeded = seed(url, Path(tmp))
+                env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRTFARM_")},
+                       "TRTFARM_DATABASE_URL": url, "TRTFARM_BLOB_URL": f"file://{tmp}/blobs", "TRTFARM_HOME": tmp}
+                api_env = {**env, "TRTFARM_AUTH": "required",  # as outside loopback: every request sends a key
+                           "TRTFARM_READ_CACHE": str(not args.no_read_cache).lower()}
+                token, auth = seeded["token"], {"Authorization": f"Bearer {seeded['token']}"}
+                apis = [serve(["-m", "registry.cli", "api", "--no-dispatcher"], api_env) for _ in range(2)]
+                procs += [p for p, _ in apis]
+                urls = [u for _, u in apis]
+                body = httpx.get(urls[0] + "/v1/engines/resolve", params=operations(seeded, True)[0][3]["params"],
+                                 headers=auth).content
+                mixed = load(urls, operations(seeded, False), args.clients, args.seconds, Path(tmp), token)
+                resolve = load(urls, operations(seeded, True), args.clients, args.seconds / 2, Path(tmp), token)
+                idle_after = connections(dbname, 2 * Settings().pool().size)
+                bare_env = {**env, "BENCH_BODY_BYTES": str(len(body))}
+                bares = [serve(["bench/bare_app.py"], bare_env) for _ in range(2)]
+                procs += [p for p, _ in bares]
+                bare = load([u for _, u in bares], [(1.0, "GET", "/bare", {})], args.clients, args.seconds / 2,
+                            Path(tmp))
+        finally:
+            stop(procs)
     pool = Settings().pool()
     report = {"clients": args.clients, "seconds": args.seconds, "apis": 2,
               "auth": "required, a submit-scope key on every request", "read_cache": not args.no_read_cache,

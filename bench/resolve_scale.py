@@ -24,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -33,8 +32,8 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.registry_load import PG, load  # noqa: E402
-from bench.serving import serve  # noqa: E402
+from bench.registry_load import load  # noqa: E402
+from bench.serving import scratch_database, serve, stop  # noqa: E402
 from tests import fleets  # noqa: E402
 from tests.models import convnet  # noqa: E402
 
@@ -135,41 +134,32 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--json")
     args = parser.parse_args()
-    dbname = f"trtfarm_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
-        admin.execute(f'CREATE DATABASE "{dbname}"')
-    url = f"postgresql+psycopg://{PG['user']}@{PG['host']}:{PG['port']}/{dbname}"
-    procs = []
     report: dict = {"total_engine_rows": args.total}
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-resolve-") as tmp:
-            started = time.monotonic()
-            models = seed(url, Path(tmp), args.total)
-            report["seed_s"] = round(time.monotonic() - started, 1)
-            report["service"] = in_process(url, models, args.calls)
-            service = report["service"]
-            report["growth_10_to_10000"] = round(service[10_000]["p50_ms"] / service[10]["p50_ms"], 2)
-            env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRTFARM_")},
-                   "TRTFARM_DATABASE_URL": url, "TRTFARM_HOME": tmp, "TRTFARM_BLOB_URL": f"file://{tmp}/blobs"}
-            big = models[SIZES[-1]]
-            probe = {"model": big, **runtimes()[0].to_query()}
-            for cache in ("false", "true"):
-                api, api_url = serve(["-m", "registry.cli", "api", "--no-dispatcher"],
-                                     {**env, "TRTFARM_READ_CACHE": cache})
-                procs.append(api)
-                body = httpx.get(api_url + "/v1/engines/resolve", params=probe).content
-                bare, bare_url = serve(["bench/bare_app.py"], {**env, "BENCH_BODY_BYTES": str(len(body))})
-                procs.append(bare)
-                report[f"http_read_cache_{cache}"] = http_runs(api_url, bare_url, big, args.seconds, Path(tmp))
-                for p in (api, bare):
-                    p.terminate()
-                    p.wait(30)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-        with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    with scratch_database() as (_, url):
+        procs = []
+        try:
+            with tempfile.TemporaryDirectory(prefix="bench-resolve-") as tmp:
+                started = time.monotonic()
+                models = seed(url, Path(tmp), args.total)
+                report["seed_s"] = round(time.monotonic() - started, 1)
+                report["service"] = in_process(url, models, args.calls)
+                service = report["service"]
+                report["growth_10_to_10000"] = round(service[10_000]["p50_ms"] / service[10]["p50_ms"], 2)
+                env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRTFARM_")},
+                       "TRTFARM_DATABASE_URL": url, "TRTFARM_HOME": tmp, "TRTFARM_BLOB_URL": f"file://{tmp}/blobs"}
+                big = models[SIZES[-1]]
+                probe = {"model": big, **runtimes()[0].to_query()}
+                for cache in ("false", "true"):
+                    api, api_url = serve(["-m", "registry.cli", "api", "--no-dispatcher"],
+                                         {**env, "TRTFARM_READ_CACHE": cache})
+                    procs.append(api)
+                    body = httpx.get(api_url + "/v1/engines/resolve", params=probe).content
+                    bare, bare_url = serve(["bench/bare_app.py"], {**env, "BENCH_BODY_BYTES": str(len(body))})
+                    procs.append(bare)
+                    report[f"http_read_cache_{cache}"] = http_runs(api_url, bare_url, big, args.seconds, Path(tmp))
+                    stop([api, bare])
+        finally:
+            stop(procs)
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

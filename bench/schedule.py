@@ -20,17 +20,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
-import psycopg
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.registry_load import PG  # noqa: E402
-from bench.serving import serve  # noqa: E402
+from bench.serving import scratch_database, serve, stop  # noqa: E402
 from tests.models import convnet  # noqa: E402
 from tests.net import free_port  # noqa: E402
 from workers.toolchains import runner_argv  # noqa: E402
@@ -89,10 +86,7 @@ def farm_run(env: dict, model: Path, builds: int, workers: int, tmp: Path) -> di
                    for k in sorted(phases)}
         return {"wall_s": round(wall, 2), "failed": len(failed), "median_recorded_timings_s": medians}
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
+        stop(procs)
 
 
 def main() -> None:
@@ -102,15 +96,11 @@ def main() -> None:
     parser.add_argument("--direct", type=int, default=10)
     parser.add_argument("--json")
     args = parser.parse_args()
-    dbname = f"trtfarm_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
-        admin.execute(f'CREATE DATABASE "{dbname}"')
-    url = f"postgresql+psycopg://{PG['user']}@{PG['host']}:{PG['port']}/{dbname}"
     port = free_port()
     broker = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no"], stdout=subprocess.DEVNULL)
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-schedule-") as tmp_name:
+        with scratch_database() as (_, url), tempfile.TemporaryDirectory(prefix="bench-schedule-") as tmp_name:
             tmp = Path(tmp_name)
             from registry.db.migrate import upgrade
 
@@ -122,10 +112,7 @@ def main() -> None:
                    "TRTFARM_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
             run = farm_run(env, model, args.builds, args.workers, tmp)
     finally:
-        broker.terminate()
-        broker.wait(10)
-        with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        stop([broker])
     per_build = run["wall_s"] * args.workers / args.builds
     report = {"builds": args.builds, "workers": args.workers, **run, "per_build_on_one_worker_s": round(per_build, 3),
               "runner_build_alone_s": round(runner_s, 3), "added_per_build_ms": round((per_build - runner_s) * 1000)}

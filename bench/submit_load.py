@@ -19,7 +19,6 @@ import json
 import os
 import sys
 import tempfile
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -29,8 +28,8 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.registry_load import PG, load, seed  # noqa: E402
-from bench.serving import serve  # noqa: E402
+from bench.registry_load import load, seed  # noqa: E402
+from bench.serving import PG, scratch_database, serve, stop  # noqa: E402
 
 
 async def stampede(url: str, token: str, request: dict, count: int) -> dict:
@@ -58,37 +57,31 @@ def main() -> None:
     parser.add_argument("--stampede", type=int, default=1000)
     parser.add_argument("--json")
     args = parser.parse_args()
-    dbname = f"trtfarm_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
-        admin.execute(f'CREATE DATABASE "{dbname}"')
-    url = f"postgresql+psycopg://{PG['user']}@{PG['host']}:{PG['port']}/{dbname}"
-    procs = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-submit-") as tmp:
-            seeded = seed(url, Path(tmp))
-            env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRTFARM_")}, "TRTFARM_HOME": tmp,
-                   "TRTFARM_DATABASE_URL": url, "TRTFARM_BLOB_URL": f"file://{tmp}/blobs", "TRTFARM_AUTH": "required"}
-            api, api_url = serve(["-m", "registry.cli", "api", "--no-dispatcher"], env)
-            procs.append(api)
-            headers = {"Authorization": f"Bearer {seeded['token']}"}
-            body = httpx.post(api_url + "/v1/builds", json=seeded["request"], headers=headers).content
-            submits = load([api_url], [(1.0, "POST", "/v1/builds", {"json": seeded["request"]})], args.connections,
-                           args.seconds, Path(tmp), seeded["token"])
-            fresh = {**seeded["request"], "spec": {"profiles": [{"input": {  # another profile: another key
-                "min": [1, 3, 16, 16], "opt": [3, 3, 16, 16], "max": [4, 3, 16, 16]}}]}}
-            once = asyncio.run(stampede(api_url, seeded["token"], fresh, args.stampede))
-            first = httpx.post(api_url + "/v1/builds", json=fresh, headers=headers).json()["id"]
-            once["build_rows_with_the_key"] = builds_with_key(dbname, first)
-            bare, bare_url = serve(["bench/bare_app.py"], {**env, "BENCH_BODY_BYTES": str(len(body))})
-            procs.append(bare)
-            baseline = load([bare_url], [(1.0, "POST", "/bare", {"json": seeded["request"]})], args.connections,
-                            args.seconds, Path(tmp))
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(30)
-        with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    with scratch_database() as (dbname, url):
+        procs = []
+        try:
+            with tempfile.TemporaryDirectory(prefix="bench-submit-") as tmp:
+                seeded = seed(url, Path(tmp))
+                env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRTFARM_")}, "TRTFARM_HOME": tmp,
+                       "TRTFARM_DATABASE_URL": url, "TRTFARM_BLOB_URL": f"file://{tmp}/blobs",
+                       "TRTFARM_AUTH": "required"}
+                api, api_url = serve(["-m", "registry.cli", "api", "--no-dispatcher"], env)
+                procs.append(api)
+                headers = {"Authorization": f"Bearer {seeded['token']}"}
+                body = httpx.post(api_url + "/v1/builds", json=seeded["request"], headers=headers).content
+                submits = load([api_url], [(1.0, "POST", "/v1/builds", {"json": seeded["request"]})],
+                               args.connections, args.seconds, Path(tmp), seeded["token"])
+                fresh = {**seeded["request"], "spec": {"profiles": [{"input": {  # another profile: another key
+                    "min": [1, 3, 16, 16], "opt": [3, 3, 16, 16], "max": [4, 3, 16, 16]}}]}}
+                once = asyncio.run(stampede(api_url, seeded["token"], fresh, args.stampede))
+                first = httpx.post(api_url + "/v1/builds", json=fresh, headers=headers).json()["id"]
+                once["build_rows_with_the_key"] = builds_with_key(dbname, first)
+                bare, bare_url = serve(["bench/bare_app.py"], {**env, "BENCH_BODY_BYTES": str(len(body))})
+                procs.append(bare)
+                baseline = load([bare_url], [(1.0, "POST", "/bare", {"json": seeded["request"]})],
+                                args.connections, args.seconds, Path(tmp))
+        finally:
+            stop(procs)
     report = {"connections": args.connections, "seconds": args.seconds, "duplicate_submits": submits,
               "bare_post_same_body": baseline, "submit_over_bare_rps": round(submits["rps"] / baseline["rps"], 3),
               "response_bytes": len(body), "stampede": once}

@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from registry.atomic import PART_PREFIX
 from registry.db.tables import Model
 from registry.errors import FarmError
-from tests.integration.conftest import RunningFarm, batch_profile
-from tests.models import convnet, matmul_model
+from tests.integration.conftest import RunningFarm, batch_profile, built_engine_file
+from tests.models import matmul_model
 
 MIB = 1 << 20
 
@@ -84,11 +84,8 @@ def test_a_full_file_system_gives_507_keeps_nothing_and_recovers(farm_factory, s
 def test_a_flipped_byte_in_the_store_is_never_served(farm: RunningFarm, ort_runtime: str, tmp_path: Path) -> None:
     """The artifact route checks the digest as it streams: a corrupt blob is cut off before its last bytes,
     quarantined, then answered as missing; a range of it is refused outright; the SDK keeps nothing."""
+    build, engine, blob = built_engine_file(farm, ort_runtime, tmp_path / "f.onnx", seed=62)
     sdk = farm.client()
-    build = sdk.submit(convnet(tmp_path / "f.onnx", channels=8, layers=2, seed=62), ort_runtime, batch_profile(),
-                       poll_interval=0.3, timeout=120)
-    engine = sdk.engine(build.engine_id)
-    blob = farm.home / "blobs" / "blobs" / "sha256" / engine.digest[7:9] / engine.digest[7:]
     good = blob.read_bytes()
     os.chmod(blob, 0o644)
     with open(blob, "r+b") as f:  # one flipped byte, same size

@@ -645,6 +645,17 @@ def ort_runtime() -> str:
     return f"onnxruntime=={onnxruntime.__version__}@{cpu_device()}"
 
 
+def built_engine_file(farm: RunningFarm, target: str, model: Path, seed: int) -> tuple[Any, Any, Path]:
+    """Build a small convnet on a farm with a blob folder: (the build, its engine, the engine's stored file)."""
+    from tests.models import convnet
+
+    sdk = farm.client()
+    build = sdk.submit(convnet(model, channels=8, layers=2, seed=seed), target, batch_profile(), poll_interval=0.3,
+                       timeout=120)
+    engine = sdk.engine(build.engine_id)
+    return build, engine, farm.home / "blobs" / "blobs" / "sha256" / engine.digest[7:9] / engine.digest[7:]
+
+
 def batch_profile(name: str = "input", rest: tuple[int, ...] = (3, 16, 16), lo: int = 1, opt: int = 2,
                   hi: int = 4) -> dict:
     """A spec with one optimization profile over the batch dimension of `name`."""

@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import S3, Postgres, RunningFarm, batch_profile, start_farm, stop_farm
-from tests.models import convnet, external_data_model
+from tests.integration.conftest import (
+    S3,
+    Postgres,
+    RunningFarm,
+    batch_profile,
+    built_engine_file,
+    start_farm,
+    stop_farm,
+)
+from tests.models import external_data_model
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +35,8 @@ def sha256(data: bytes) -> str:
 
 
 def test_artifact_streamed_with_range_and_etag(farm: RunningFarm, ort_runtime: str, tmp_path: Path) -> None:
+    build, engine, blob = built_engine_file(farm, ort_runtime, tmp_path / "r.onnx", seed=61)
     sdk = farm.client()
-    build = sdk.submit(convnet(tmp_path / "r.onnx", channels=8, layers=2, seed=61), ort_runtime, batch_profile(),
-                       poll_interval=0.3, timeout=120)
-    engine = sdk.engine(build.engine_id)
-    blob = farm.home / "blobs" / "blobs" / "sha256" / engine.digest[7:9] / engine.digest[7:]
     stored = blob.read_bytes()
     assert sha256(stored) == engine.digest and len(stored) == engine.size > 100
     etag = f'"{engine.digest}"'
