@@ -34,10 +34,9 @@ from tests.models import matmul_model  # noqa: E402
 TARGET = "onnxruntime==1.32.0@x86_64-avx2"
 
 
-def seed(home: Path, model_mb: int, engine_mb: int) -> tuple[Path, str, str, dict]:
+def seed(home: Path, model_mb: int, engine_mb: int, **blob_settings: str) -> tuple[Path, str, str, dict]:
     """A model of about model_mb (x [N,k] @ W [k,k]) and an engine of engine_mb random bytes, written through
     the services as a worker would; (model path, model id, engine digest, build spec)."""
-    from registry.blobs.local import LocalBlobStore
     from registry.db.migrate import upgrade
     from registry.db.session import Database
     from registry.schemas import BuildRequest
@@ -45,10 +44,11 @@ def seed(home: Path, model_mb: int, engine_mb: int) -> tuple[Path, str, str, dic
     from registry.services.attempts import EngineRecord, Outcome
     from registry.settings import Settings
     from registry.status import BuildStatus
+    from registry.stores import FarmStores
 
-    settings = Settings(home=home)
+    settings = Settings(home=home, **blob_settings)
     upgrade(settings.resolved_database_url())
-    db, blobs = Database(settings.resolved_database_url()), LocalBlobStore(home / "blobs")
+    db, blobs = Database(settings.resolved_database_url()), FarmStores(settings).blobs
     k = max(8, int((model_mb * 2**20 / 4) ** 0.5))
     path = matmul_model(home / "model" / "m.onnx", k=k, n=k)
     past = time.time() - 3600  # an old file, as a deployed model is
@@ -72,6 +72,43 @@ def timed(call, repeat: int) -> list[float]:  # noqa: ANN001
         call()
         times.append(time.perf_counter() - started)
     return times
+
+
+def s3_cold_fetch(engine_mb: int) -> dict:
+    """A cold fetch from an S3-backed farm (moto's server over HTTP; the API answers with a presigned URL)
+    against boto3's `download_file` of the same object."""
+    import boto3
+
+    from registry.client import Farm
+    from tests.s3server import AWS_TEST_ENV, start_moto_server
+
+    os.environ.update(AWS_TEST_ENV)
+    endpoint, stop_s3 = start_moto_server()
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="farm")
+        with tempfile.TemporaryDirectory(prefix="bench-fetch-s3-") as tmp:
+            home = Path(tmp)
+            s3 = {"blob_url": "s3://farm/blobs", "s3_endpoint_url": endpoint, "s3_region": "us-east-1"}
+            _, model_id, digest, spec = seed(home / "farm", 1, engine_mb, **s3)
+            env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRTFARM_")},
+                   "TRTFARM_HOME": str(home / "farm"), **{f"TRTFARM_{k.upper()}": v for k, v in s3.items()}}
+            api, url = serve(["-m", "registry.cli", "api", "--no-dispatcher"], env)
+            try:
+                colds = []
+                for i in range(3):
+                    with Farm(url, cache_dir=home / f"cold{i}") as sdk:
+                        colds += timed(lambda sdk=sdk: sdk.fetch(model_id, TARGET, spec), 1)
+            finally:
+                api.terminate()
+                api.wait(30)
+            key = f"blobs/blobs/sha256/{digest[7:9]}/{digest[7:]}"
+            client = boto3.client("s3", endpoint_url=endpoint)
+            raw = timed(lambda: client.download_file("farm", key, str(home / "raw")), 3)
+    finally:
+        stop_s3()
+    return {"s3_cold_fetch_s": round(statistics.median(colds), 3),
+            "boto3_download_file_s": round(statistics.median(raw), 3),
+            "s3_cold_over_boto3": round(statistics.median(colds) / statistics.median(raw), 2)}
 
 
 def main() -> None:
@@ -111,7 +148,7 @@ def main() -> None:
             api.terminate()
             api.wait(30)
     report = {
-        "model_bytes": model_bytes, "engine_mb": args.engine_mb,
+        "model_bytes": model_bytes, "engine_mb": args.engine_mb, **s3_cold_fetch(args.engine_mb),
         "cold_fetch_s": round(statistics.median(colds), 3), "copyfile_s": round(copy, 3),
         "cold_over_copyfile": round(statistics.median(colds) / copy, 2),
         "hit_by_id_us": round(statistics.median(by_id) * 1e6, 1),
