@@ -213,11 +213,14 @@ def fetch(
     if cache_path is not None:
         path = copy_out(cache_path, output, cache_path.name) if output else cache_path
     else:
+        from registry.digests import model_id as id_of
+
         farm = _farm()
-        model_id = farm.model_id(Path(model)) if Path(model).exists() else model
+        layout = farm.model_files(Path(model)) if Path(model).exists() else []  # hashed once, if at all
+        model_id = id_of(f for f, _ in layout) if layout else model
+        files = [local for _, local in layout]
         path = farm.fetch(model_id, runtime=runtime, spec=spec, dest=output)
         cache_path = farm.cached(model_id, runtime=runtime, spec=spec) or path  # local: no network
-        files = [local for _, local in farm.model_files(Path(model))] if Path(model).exists() else []
         quickfetch.remember(*question, Path(cache_path), "sha256:" + Path(cache_path).name.split(".")[0],
                             Path(cache_path).stat().st_size, files)
     if as_json:

@@ -42,7 +42,15 @@ from registry.errors import (
     error_for_code,
 )
 from registry.keys import spec_family
-from registry.localfiles import PathDigests, cached_ok, copy_hashing, copy_out, mark_verified
+from registry.localfiles import (
+    PathDigests,
+    cached_ok,
+    copy_hashing,
+    copy_out,
+    default_cache_dir,
+    mark_verified,
+    stamp_path,
+)
 from registry.runtime import as_runtime
 from registry.schemas import (
     BuildInfo,
@@ -80,7 +88,7 @@ class Farm:
             raise InvalidInput("set TRTFARM_URL or pass url= (e.g. Farm('http://localhost:8000'))")
         self.url = url.rstrip("/")
         self.token = token if token is not None else (os.environ.get("TRTFARM_TOKEN") or None)
-        self.cache_dir = Path(cache_dir or os.environ.get("TRTFARM_CACHE") or "~/.cache/trtfarm").expanduser()
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.sleep: Callable[[float], None] = time.sleep
         self.clock: Callable[[], float] = time.monotonic
         self._timeout = timeout
@@ -351,8 +359,7 @@ class Farm:
         return self.download(engine, path)
 
     def _stamp(self, path: Path) -> Path:
-        """Where the stat of a verified cache file is kept (cache_dir/verified/<file name>)."""
-        return self.cache_dir / "verified" / path.name
+        return stamp_path(self.cache_dir, path)
 
     def download(self, engine: EngineInfo, path: Path | None = None) -> Path:
         """Stream an engine into the cache, verify sha256 and size, atomically rename; nothing left on failure."""

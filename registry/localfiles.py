@@ -30,6 +30,16 @@ RACY_S = 2.0
 Layout = list[tuple[str, Path, str, int]]  # (relative path, local path, digest, size)
 
 
+def default_cache_dir() -> Path:
+    """The SDK's cache folder unless one is given: TRTFARM_CACHE, else ~/.cache/trtfarm."""
+    return Path(os.environ.get("TRTFARM_CACHE") or "~/.cache/trtfarm").expanduser()
+
+
+def stamp_path(cache_dir: Path, engine: Path) -> Path:
+    """Where the stat of a verified cached engine is kept (cache_dir/verified/<file name>)."""
+    return cache_dir / "verified" / engine.name
+
+
 def fingerprint(stat: os.stat_result) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
 

@@ -19,18 +19,13 @@ from contextlib import suppress
 from pathlib import Path
 
 from registry.atomic import atomic_file
-from registry.localfiles import RACY_S, cached_ok, fingerprint
-
-
-def cache_dir() -> Path:
-    """The SDK's cache folder (as `Farm` picks it)."""
-    return Path(os.environ.get("TRTFARM_CACHE") or "~/.cache/trtfarm").expanduser()
+from registry.localfiles import RACY_S, cached_ok, default_cache_dir, fingerprint, stamp_path
 
 
 def _record(url: str, model: str, runtime: str, spec_json: str | None) -> Path:
     model = str(Path(model).resolve()) if Path(model).exists() else model
     key = hashlib.sha256(json.dumps([url.rstrip("/"), model, runtime, spec_json or ""]).encode()).hexdigest()
-    return cache_dir() / "quick" / f"{key}.json"
+    return default_cache_dir() / "quick" / f"{key}.json"
 
 
 def answer(model: str, runtime: str, spec_json: str | None) -> Path | None:
@@ -43,7 +38,7 @@ def answer(model: str, runtime: str, spec_json: str | None) -> Path | None:
         if any(fingerprint(os.stat(p)) != seen for p, seen in found["model_files"]):
             return None
         engine = Path(found["engine"])
-        stamp = cache_dir() / "verified" / engine.name
+        stamp = stamp_path(default_cache_dir(), engine)
         return engine if cached_ok(engine, found["digest"], found["size"], False, stamp) else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
