@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     validation_seed: int = 0
     bench_iterations: int = 50
+    # one long-lived runner process per toolchain serves every command of every build (workers/warm.py);
+    # it is replaced after this many commands. Off: a fresh runner process per command.
+    warm_runners: bool = True
+    runner_max_commands: int = 200
     worker_live_s: int = 60  # a worker whose heartbeat is older is not counted as serving
     reaper_interval_s: float = 5.0
     # a queued build with no message in flight for this long, while a worker of its queue idles, is re-sent

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from registry.planheader import read_plan_file_header
 from registry.services import attempts
 from registry.services.attempts import BuildJob, Claim, EngineRecord, Outcome
 from registry.status import BuildStatus
-from workers import launcher, timing_sync
+from workers import timing_sync
 from workers.context import WorkerContext
 from workers.launcher import BuildLog
 from workers.lease import LeaseKeeper
@@ -65,6 +64,11 @@ def _attempt(ctx: WorkerContext, claim: Claim, job: BuildJob, tmp: Path, log: Bu
     return str(outcome.status) if owned else "lease lost"
 
 
+# the build's recorded timings: seconds per stage of LeaseKeeper.step
+STAGE_TIMINGS = {"downloading model": "download_s", "building": "build_s", "validating": "validate_s",
+                 "benchmarking": "bench_s", "storing engine": "store_s"}
+
+
 def _run(ctx: WorkerContext, job: BuildJob, tmp: Path, log: BuildLog, keeper: LeaseKeeper) -> Outcome:
     toolchain = ctx.toolchain(job.toolchain, job.version)
     keeper.step("downloading model")
@@ -76,10 +80,8 @@ def _run(ctx: WorkerContext, job: BuildJob, tmp: Path, log: BuildLog, keeper: Le
     engine_path = tmp / f"engine{ENGINE_SUFFIX[job.toolchain]}"
     args = ["--model", str(model_path), "--spec", str(spec_path), "--out", str(engine_path),
             *(cache.args if cache else [])]
-    started = time.monotonic()
-    built = launcher.run(toolchain, "build", args, workdir=tmp, log=log, timeout=ctx.settings.build_timeout_s,
-                         env=ctx.runner_env(), should_stop=keeper.should_stop)
-    build_s = round(time.monotonic() - started, 3)
+    built = ctx.runners.run(toolchain, "build", args, workdir=tmp, log=log, timeout=ctx.settings.build_timeout_s,
+                            should_stop=keeper.should_stop)
     meta = built["metadata"]
     keeper.step("validating")
     verdict = check_engine(ctx, job, EngineUnderTest(toolchain, model_path, engine_path, tmp), log, keeper)
@@ -87,8 +89,9 @@ def _run(ctx: WorkerContext, job: BuildJob, tmp: Path, log: BuildLog, keeper: Le
     blob = ctx.blobs.put_file(engine_path)
     cache_record = timing_sync.after_build(ctx, toolchain, cache, meta, tmp, log) if cache else None
     engine = _engine_record(ctx, job, meta, blob, verdict, engine_path)
-    return Outcome(BuildStatus.SUCCEEDED, engine=engine, timings={"build_s": build_s, **verdict.timings},
-                   timing_cache=cache_record)
+    keeper.lap()
+    timings = {key: keeper.seconds[stage] for stage, key in STAGE_TIMINGS.items() if stage in keeper.seconds}
+    return Outcome(BuildStatus.SUCCEEDED, engine=engine, timings=timings, timing_cache=cache_record)
 
 
 def _download_model(ctx: WorkerContext, job: BuildJob, folder: Path) -> Path:

@@ -12,6 +12,7 @@ from registry.settings import Settings
 from registry.stores import FarmStores
 from registry.targets import cpu_device
 from workers import launcher
+from workers.warm import Runners
 
 
 @dataclass
@@ -53,6 +54,11 @@ class WorkerContext(FarmStores):
         if self.settings.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(self.settings.gpu)
         return env
+
+    @cached_property
+    def runners(self) -> Runners:
+        """Where runner commands run: warm processes per toolchain, or a fresh one each (settings)."""
+        return Runners(self.runner_env(), warm=self.settings.warm_runners, max_jobs=self.settings.runner_max_commands)
 
     def toolchain(self, kind: str, version: str) -> launcher.Toolchain:
         for tc in self.toolchains:

@@ -93,7 +93,7 @@ def run(toolchain: Toolchain, command: str, args: list[str], *, workdir: Path, l
         raise RunnerFailed("timeout", f"{toolchain.kind} {command} ran past its {timeout:.0f} s limit and was stopped")
     if outcome == "cancelled":
         raise BuildCancelled(f"{toolchain.kind} {command} stopped: the build was cancelled")
-    return _result(result_path, proc.returncode, command, log)
+    return read_result(result_path, proc.returncode, command, log)
 
 
 def _wait(proc: subprocess.Popen, timeout: float, should_stop: Callable[[], bool], check_s: float = 0.5) -> str:
@@ -127,7 +127,7 @@ def _exit_fd(proc: subprocess.Popen) -> int | None:
         return None
 
 
-def _result(path: Path, returncode: int, command: str, log: BuildLog) -> dict[str, Any]:
+def read_result(path: Path, returncode: int, command: str, log: BuildLog) -> dict[str, Any]:
     try:
         result = json.loads(path.read_text())
     except (OSError, ValueError):

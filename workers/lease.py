@@ -4,6 +4,7 @@ and the log tail, and notices a cancel request or a lost lease (another attempt 
 from __future__ import annotations
 
 import threading
+import time
 
 from registry.db.session import retry_transient
 from registry.errors import BuildCancelled
@@ -19,6 +20,8 @@ class LeaseKeeper:
     def __init__(self, ctx: WorkerContext, claim: Claim, log: BuildLog) -> None:
         self.ctx, self.claim, self.log = ctx, claim, log
         self.progress = "starting"
+        self.seconds: dict[str, float] = {}  # wall time per stage so far (the current one once left)
+        self._since = time.monotonic()
         self.state = Lease.OK
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name=f"lease-{claim.build_id[:8]}")
@@ -33,11 +36,18 @@ class LeaseKeeper:
 
     def step(self, progress: str) -> None:
         """Enter a stage: log it, renew now; BuildCancelled when the build should stop."""
+        self.lap()
         self.progress = progress
         self.log.section(progress)
         retry_transient(self.renew, what=f"renew the lease of {self.claim.build_id}")  # no attempt spent on it
         if self.should_stop():
             raise BuildCancelled(f"stopped before {progress}: the lease says {self.state.value}")
+
+    def lap(self) -> None:
+        """Add the time since the last step (or lap) to the current stage's seconds."""
+        now = time.monotonic()
+        self.seconds[self.progress] = round(self.seconds.get(self.progress, 0.0) + now - self._since, 3)
+        self._since = now
 
     def renew(self) -> None:
         self.state = attempts.renew(self.ctx.db, self.claim, self.ctx.settings.lease_s,

@@ -84,8 +84,8 @@ def _combined(ctx: WorkerContext, toolchain: launcher.Toolchain, cache: CacheIn,
     theirs, merged = tmp / f"timing-cache.newest{attempt}", tmp / f"timing-cache.merged{attempt}"
     ctx.blobs.get_to_file(newest.digest, theirs)
     try:
-        launcher.run(toolchain, "merge", ["--cache", str(theirs), "--cache", str(cache.path_out), "--out", str(merged)],
-                   workdir=tmp, log=log, timeout=300, env=ctx.runner_env())
+        ctx.runners.run(toolchain, "merge", ["--cache", str(theirs), "--cache", str(cache.path_out), "--out",
+                                             str(merged)], workdir=tmp, log=log, timeout=300)
     except RunnerFailed as exc:
         log.write(f"timing cache: merge failed ({exc}); keeping ours")
         return cache.path_out

@@ -4,7 +4,6 @@ The numbers and rules live in `workers/validation.py`; this module drives the ru
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ RUN_TIMEOUT_S = 600
 class Verdict:
     validation: dict[str, Any]  # {"passed", "max_abs_error", "max_rel_error", "cases": [...]}
     latency: dict[str, Any]  # {"p50", "p99", ...} in ms; None values when nothing could be timed
-    timings: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -40,23 +38,22 @@ class EngineUnderTest:
 def check_engine(ctx: WorkerContext, job: BuildJob, eut: EngineUnderTest, log: BuildLog,
                  keeper: LeaseKeeper) -> Verdict:
     inputs = validation.input_specs(eut.model_path)
-    results, usable, started = [], [], time.monotonic()
+    results, usable = [], []
     for k, shapes in enumerate(validation.validation_shapes(inputs, job.spec)):
         feeds = validation.random_inputs(inputs, shapes, seed=ctx.settings.validation_seed + k)
         result = _check_shapes(ctx, job, eut, k, shapes, feeds, log, keeper)
         results.append(result)
         if result["passed"] is not None:
             usable.append(k)
-    timings = {"validate_s": round(time.monotonic() - started, 3)}
     if not usable:  # random inputs are no valid input for this model (e.g. a shape tensor): nothing to time
         log.write("benchmark skipped: no validation input set that the original model accepts")
-        return Verdict(summary(results), {"p50": None, "p99": None}, timings)
+        return Verdict(summary(results), {"p50": None, "p99": None})
     keeper.step("benchmarking")
     args = ["--engine", str(eut.engine_path), "--inputs", str(eut.workdir / f"in{usable[0]}.npz"),
             "--iterations", str(ctx.settings.bench_iterations)]
-    bench = launcher.run(eut.toolchain, "bench", args, workdir=eut.workdir, log=log, timeout=RUN_TIMEOUT_S,
-                         env=ctx.runner_env(), should_stop=keeper.should_stop)
-    return Verdict(summary(results), bench["latency_ms"], timings)
+    bench = ctx.runners.run(eut.toolchain, "bench", args, workdir=eut.workdir, log=log, timeout=RUN_TIMEOUT_S,
+                            should_stop=keeper.should_stop)
+    return Verdict(summary(results), bench["latency_ms"])
 
 
 def _check_shapes(ctx: WorkerContext, job: BuildJob, eut: EngineUnderTest, k: int, shapes: dict,
@@ -68,8 +65,8 @@ def _check_shapes(ctx: WorkerContext, job: BuildJob, eut: EngineUnderTest, k: in
             "--profile", str(profile_index(job.spec, shapes))]
     where = {"shapes": {n: list(s) for n, s in shapes.items()}}
     try:
-        launcher.run(eut.toolchain, "run", args, workdir=eut.workdir, log=log, timeout=RUN_TIMEOUT_S,
-                     env=ctx.runner_env(), should_stop=keeper.should_stop)
+        ctx.runners.run(eut.toolchain, "run", args, workdir=eut.workdir, log=log, timeout=RUN_TIMEOUT_S,
+                        should_stop=keeper.should_stop)
     except RunnerFailed as exc:
         why = _reference_failure(eut.model_path, feeds) if exc.runner_code in ("invalid_input", "run_error") else None
         if why is None:

@@ -3,6 +3,8 @@ lost are published again, and a build whose lease keeps expiring fails with leas
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -146,3 +148,25 @@ def test_cancel_then_worker_death_ends_cancelled(farm_factory, ort_runtime: str,
     with farm.db.session() as s:
         assert s.scalar(select(func.count()).select_from(Outbox).where(Outbox.build_id == build.id)) == 1
         assert s.scalar(select(func.count()).select_from(Engine)) == 0
+
+
+def test_a_warm_runner_killed_mid_benchmark_costs_the_build_nothing(farm_factory, ort_runtime: str,  # noqa: ANN001
+                                                                     tmp_path: Path) -> None:
+    """The worker's warm runner process is SIGKILLed while it benchmarks: the worker runs the command
+    again in a fresh process and the build succeeds on its first attempt; the next build gets a new warm
+    runner."""
+    farm = farm_factory(workers=0)
+    farm.add_worker(TRTFARM_BENCH_ITERATIONS=200_000)  # a benchmark of a few seconds
+    sdk = farm.client()
+    model = sdk.upload(convnet(tmp_path / "wr.onnx", channels=4, layers=1, seed=36))
+    build = sdk.submit(model.id, ort_runtime, batch_profile(), wait=False)
+    farm.wait_build(build.id, lambda b: b["progress"] == "benchmarking")
+    warm = runner_pids(farm)
+    assert len(warm) == 1, warm  # one process did the build and the validation runs, and now benchmarks
+    os.kill(warm[0], signal.SIGKILL)
+    done = farm.wait_build(build.id, timeout=120)
+    assert done["status"] == "succeeded" and done["attempt"] == 1, done
+    assert "died during bench; running it again in a fresh process" in sdk.log(build.id)
+    again = sdk.submit(model.id, ort_runtime, batch_profile(hi=5), wait=False)
+    assert farm.wait_build(again.id, timeout=120)["status"] == "succeeded"
+    assert warm[0] not in runner_pids(farm) and len(runner_pids(farm)) == 1

@@ -40,6 +40,11 @@ invalid_input, 1 any other failure. Log lines go to stderr (streamed into the bu
       Runs the engine once on the named inputs, writes the named outputs.
   RUNNER bench --engine ENGINE --inputs IN.npz --result R.json [--iterations N] [--warmup W] [--profile K]
       Result: {"ok": true, "latency_ms": {"p50", "p99", "mean", "min", "iterations"}}.
+  RUNNER serve
+      A warm runner: reads one request per line on stdin, {"id": N, "argv": [COMMAND, ARGS..., "--result", R]},
+      runs it as `RUNNER COMMAND ARGS...` would (its result file included), then writes the line
+      `@@trtfarm-runner-done TOKEN N EXIT` to stderr (TOKEN: $TRTFARM_SERVE_TOKEN). fd 1 is pointed at
+      stderr, so all output is one ordered stream. Ends at the end of stdin (workers/warm.py drives it).
   RUNNER merge --cache A --cache B [--cache ...] --out C --result R.json        (tensorrt only)
       Combines timing caches (TensorRT's combine). Result: {"ok": true, "size", "inputs": [sizes],
       "ignored": [paths TensorRT rejected]}.

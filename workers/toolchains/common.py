@@ -25,6 +25,9 @@ EXIT_CODES = {"unsupported_option": 2, "invalid_input": 2}
 DEFAULT_ERROR_CODE = {"build": "build_error", "merge": "build_error", "run": "run_error", "bench": "run_error"}
 
 _log_tag = ["trtfarm-runner"]  # the runner's name in its log lines; main() sets it
+# `serve` (a warm runner) ends each request with this mark, the token from this variable, id, exit status
+DONE_MARK = "@@trtfarm-runner-done"
+SERVE_TOKEN_ENV = "TRTFARM_SERVE_TOKEN"
 
 
 class RunnerError(Exception):
@@ -263,11 +266,39 @@ def dispatch(parser: argparse.ArgumentParser, commands: dict[str, Command], argv
 
 def main(tag: str, parser: Callable[[], argparse.ArgumentParser], commands: dict[str, Command],
          argv: list[str] | None = None) -> int:
-    """A runner's main: run the command line, write its result, return the exit status."""
+    """A runner's main: run the command line (or `serve` them), write its result, return the exit status."""
     _log_tag[0] = tag
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["serve"]:
+        return serve(parser, commands)
+    return run_one(parser, commands, argv)
+
+
+def run_one(parser: Callable[[], argparse.ArgumentParser], commands: dict[str, Command], argv: list[str]) -> int:
     command, result = dispatch(parser(), commands, argv)
     write_result(None if command == "probe" else result_path_from(argv), result)
     if "error" in result:
         log(f"{result['error']['code']}: {result['error']['message']}")
     return exit_code(result)
+
+
+def serve(parser: Callable[[], argparse.ArgumentParser], commands: dict[str, Command],
+          requests: Iterable[str] | None = None) -> int:
+    """A warm runner: one command line per request, in order, in this one process (the toolchain is
+    imported once). A request is a JSON line on stdin, {"id": N, "argv": [COMMAND, ARGS..., "--result", R]};
+    each command writes its result file as a single run would, then one line
+    `DONE_MARK TOKEN ID EXIT` on stderr tells the worker it is done. Everything goes to stderr (fd 1 too,
+    so that native libraries cannot write into the protocol): log lines, then the mark, in order.
+    Ends at the end of stdin."""
+    token = os.environ.get(SERVE_TOKEN_ENV, "")
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    for line in sys.stdin if requests is None else requests:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        status = run_one(parser, commands, list(request["argv"]))
+        sys.stderr.write(f"\n{DONE_MARK} {token} {request['id']} {status}\n")
+        sys.stderr.flush()
+    return 0

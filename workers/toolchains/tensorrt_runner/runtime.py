@@ -36,19 +36,34 @@ def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+_logger: list = []  # the process's one logger (a warm runner runs many commands; see make_logger)
+
+
 def make_logger(trt, verbose: bool = False):
+    """The logger for this command: one per process, its records emptied for each command. TensorRT keeps
+    the first logger a process gives it for some messages ("the logger passed into createInferBuilder
+    differs from one already provided"), so a warm runner (common.serve) must not make a new one each time."""
+    if not _logger or _logger[0].trt is not trt:
+        _logger[:] = [_logger_class(trt)()]
+    logger = _logger[0]
+    logger.verbose, logger.errors, logger.warnings, logger.partial_miss = verbose, [], [], False
+    return logger
+
+
+def _logger_class(trt):
     class RunnerLogger(trt.ILogger):
         """Writes every message to stderr with its severity; remembers errors and timing-cache misses."""
 
         def __init__(self):
             trt.ILogger.__init__(self)
+            self.trt, self.verbose = trt, False
             self.errors: list[str] = []
             self.warnings: list[str] = []
             self.partial_miss = False
 
         def log(self, severity, msg):
             name = str(getattr(severity, "name", severity)).rsplit(".", 1)[-1]
-            if name == "VERBOSE" and not verbose:
+            if name == "VERBOSE" and not self.verbose:
                 return
             sys.stderr.write(f"[TRT] [{name}] {msg}\n")
             if name in ("ERROR", "INTERNAL_ERROR"):
@@ -58,7 +73,7 @@ def make_logger(trt, verbose: bool = False):
             if name in ("ERROR", "WARNING"):  # 8.6 logs "The timing cache will not be used!" as an ERROR
                 self.partial_miss = self.partial_miss or bool(TIMING_CACHE_UNUSED.search(msg))
 
-    return RunnerLogger()
+    return RunnerLogger
 
 
 def load_plugins(trt, logger, libraries: list[str]) -> list:
