@@ -101,13 +101,20 @@ def submit(
     workspace_mib: Optional[int] = typer.Option(None, "--workspace-mib"),
     ort_level: Optional[str] = typer.Option(None, "--ort-level", help="disable, basic, extended, layout, all"),
     spec_json: Optional[str] = typer.Option(None, "--spec", help="a JSON spec (text or @file); flags override it"),
+    bench_iterations: Optional[int] = typer.Option(None, "--bench-iterations",
+                                                   help="timed runs of the engine (default: the worker's, 50)"),
+    bench_seconds: Optional[float] = typer.Option(None, "--bench-seconds",
+                                                  help="end the benchmark after this long (default 5; >= 3 runs)"),
+    no_bench: bool = typer.Option(False, "--no-bench", help="validate the engine but do not time it"),
     wait: bool = typer.Option(False, "--wait", help="wait for the build and show its progress"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Submit a build (deduplicated by key: the same request returns the same build)."""
     spec = _spec_from_flags(spec_json, precision=precision, shape=shape, optimization_level=optimization_level,
                             hardware_compatibility=hardware_compatibility, version_compatible=version_compatible,
-                            refit=refit, workspace_mib=workspace_mib, ort_level=ort_level)
+                            refit=refit, workspace_mib=workspace_mib, ort_level=ort_level,
+                            bench={"iterations": bench_iterations, "max_seconds": bench_seconds,
+                                   "enabled": False if no_bench else None})
     farm = _farm()
     if wait and not as_json:
         build = _submit_with_progress(farm, model, target, spec)
@@ -142,6 +149,9 @@ def _spec_from_flags(spec_json: str | None, **flags: Any) -> dict:
         spec["version_compatible"] = True
     if flags["ort_level"]:
         spec.setdefault("onnxruntime", {})["graph_optimization_level"] = flags["ort_level"]
+    bench = {k: v for k, v in flags["bench"].items() if v is not None}
+    if bench:
+        spec["bench"] = {**spec.get("bench", {}), **bench}
     return spec
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from registry.digests import canonical_json, sha256_hex
-from registry.spec import COMPAT_OPTIONS, BuildSpec
+from registry.spec import COMPAT_OPTIONS, MEASUREMENT_OPTIONS, BuildSpec
 
 KEY_VERSION = 1
 
@@ -26,7 +26,7 @@ def build_key(
         "key_version": KEY_VERSION,
         "model": model,
         "target": target,
-        "spec": spec_canonical(spec),
+        "spec": _recipe(spec),
         "plugins": sorted(plugins),
         "calibration": calibration,
     }
@@ -38,5 +38,10 @@ def spec_family(spec: BuildSpec) -> str:
 
     Two engines of one family are interchangeable for a client that asks for that spec.
     """
-    doc = {k: v for k, v in spec_canonical(spec).items() if k not in COMPAT_OPTIONS}
+    doc = {k: v for k, v in _recipe(spec).items() if k not in COMPAT_OPTIONS}
     return sha256_hex(canonical_json(doc))
+
+
+def _recipe(spec: BuildSpec) -> dict[str, Any]:
+    """The canonical spec without the measurement options (they don't change the engine)."""
+    return {k: v for k, v in spec_canonical(spec).items() if k not in MEASUREMENT_OPTIONS}

@@ -68,7 +68,11 @@ class Settings(BaseSettings):
     lease_s: int = 120
     max_attempts: int = 3
     validation_seed: int = 0
+    # the benchmark of each built engine (a spec's `bench` overrides them): timed runs, untimed runs before,
+    # and a wall-time budget that ends it early (never below 3 timed runs)
     bench_iterations: int = 50
+    bench_warmup: int = 5
+    bench_max_s: float = 5.0
     # one long-lived runner process per toolchain serves every command of every build (workers/warm.py);
     # it is replaced after this many commands. Off: a fresh runner process per command.
     warm_runners: bool = True

@@ -29,6 +29,8 @@ TENSORRT_ONLY = (
 )
 # Options that decide which runtimes can load a plan rather than what the plan computes.
 COMPAT_OPTIONS = ("hardware_compatibility", "version_compatible", "exclude_lean_runtime")
+# Options of the measurement after the build, not of the engine: outside the build key and the spec family.
+MEASUREMENT_OPTIONS = ("bench",)
 
 
 INT32_MAX = 2**31 - 1
@@ -91,6 +93,16 @@ class OnnxRuntimeOptions(_Frozen):
     optimized_model_format: Literal["ort", "onnx"] = "ort"
 
 
+class BenchSettings(_Frozen):
+    """How the worker times a built engine after validating it. Not part of the build key or the spec
+    family: it changes the measurement, not the engine (the first submission's settings are used)."""
+
+    enabled: bool = True
+    iterations: int | None = Field(default=None, ge=1, le=1_000_000)  # None: the worker's TRTFARM_BENCH_ITERATIONS
+    warmup: int | None = Field(default=None, ge=0, le=100_000)  # None: TRTFARM_BENCH_WARMUP
+    max_seconds: float | None = Field(default=None, gt=0, le=3600)  # None: TRTFARM_BENCH_MAX_S
+
+
 class BuildSpec(_Frozen):
     # precision: fp32 is always allowed; these add lower precisions the builder may choose
     precision: tuple[Precision, ...] = ()
@@ -111,6 +123,7 @@ class BuildSpec(_Frozen):
     gpu_fallback: bool = False
     profiling_verbosity: ProfilingVerbosity = "layer_names_only"
     onnxruntime: OnnxRuntimeOptions = OnnxRuntimeOptions()
+    bench: BenchSettings = BenchSettings()
 
     @field_validator("precision", "tactic_sources")
     @classmethod
@@ -175,6 +188,8 @@ def _owner(model: type[_Frozen], loc: tuple[Any, ...]) -> type[_Frozen] | None:
         return model
     if model is BuildSpec and loc[0] == "onnxruntime" and len(loc) == 2:
         return OnnxRuntimeOptions
+    if model is BuildSpec and loc[0] == "bench" and len(loc) == 2:
+        return BenchSettings
     if model is BuildSpec and loc[0] == "profiles" and len(loc) == 4:  # profiles.<k>.<input>.<field>
         return ShapeRange
     return None

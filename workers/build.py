@@ -107,7 +107,8 @@ def _engine_record(ctx: WorkerContext, job: BuildJob, meta: dict, blob: Any, ver
     gpu = ctx.gpus[0] if ctx.gpus and job.toolchain == "tensorrt" else {}
     return EngineRecord(
         version=_artifact_version(job, meta, engine_path), digest=blob.digest, size=blob.size,
-        filename=_filename(job, engine_path), metadata=meta, sku=gpu.get("sku"), cc=gpu.get("cc"),
+        filename=_filename(job, engine_path), metadata={**meta, "benchmark": verdict.benchmark},
+        sku=gpu.get("sku"), cc=gpu.get("cc"),
         refittable=bool(meta.get("refittable", False)), validation=verdict.validation,
         latency_p50_ms=verdict.latency["p50"], latency_p99_ms=verdict.latency["p99"],
         build_seconds=meta.get("build_seconds"),

@@ -24,7 +24,11 @@ RUN_TIMEOUT_S = 600
 @dataclass(frozen=True)
 class Verdict:
     validation: dict[str, Any]  # {"passed", "max_abs_error", "max_rel_error", "cases": [...]}
-    latency: dict[str, Any]  # {"p50", "p99", ...} in ms; None values when nothing could be timed
+    benchmark: dict[str, Any] | None  # the runner's bench result: latency_ms, stopped_by, warmup, device
+
+    @property
+    def latency(self) -> dict[str, Any]:
+        return (self.benchmark or {}).get("latency_ms") or {"p50": None, "p99": None}
 
 
 @dataclass(frozen=True)
@@ -47,13 +51,32 @@ def check_engine(ctx: WorkerContext, job: BuildJob, eut: EngineUnderTest, log: B
             usable.append(k)
     if not usable:  # random inputs are no valid input for this model (e.g. a shape tensor): nothing to time
         log.write("benchmark skipped: no validation input set that the original model accepts")
-        return Verdict(summary(results), {"p50": None, "p99": None})
+        return Verdict(summary(results), None)
+    bench = job.spec.bench
+    if not bench.enabled:
+        log.write("benchmark off (spec.bench.enabled is false)")
+        return Verdict(summary(results), None)
     keeper.step("benchmarking")
+    settings = ctx.settings
     args = ["--engine", str(eut.engine_path), "--inputs", str(eut.workdir / f"in{usable[0]}.npz"),
-            "--iterations", str(ctx.settings.bench_iterations)]
-    bench = ctx.runners.run(eut.toolchain, "bench", args, workdir=eut.workdir, log=log, timeout=RUN_TIMEOUT_S,
-                            should_stop=keeper.should_stop)
-    return Verdict(summary(results), bench["latency_ms"])
+            "--iterations", str(bench.iterations or settings.bench_iterations),
+            "--warmup", str(bench.warmup if bench.warmup is not None else settings.bench_warmup),
+            "--max-seconds", str(bench.max_seconds or settings.bench_max_s),
+            "--profile", str(profile_index(job.spec, validation_shapes_of(results[usable[0]])))]
+    measured = ctx.runners.run(eut.toolchain, "bench", args, workdir=eut.workdir, log=log, timeout=RUN_TIMEOUT_S,
+                               should_stop=keeper.should_stop)
+    latency = measured["latency_ms"]
+    log.write(f"benchmark: p50 {latency['p50']} ms, p90 {latency.get('p90')} ms, p99 {latency['p99']} ms over "
+              f"{latency['iterations']} runs (stopped by {measured.get('stopped_by', 'iterations')}) "
+              f"on {measured.get('device', 'unknown')}")
+    return Verdict(summary(results), {k: measured[k] for k in BENCH_FIELDS if k in measured})
+
+
+BENCH_FIELDS = ("latency_ms", "wall_ms", "stopped_by", "warmup", "device")
+
+
+def validation_shapes_of(result: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(shape) for name, shape in result["shapes"].items()}
 
 
 def _check_shapes(ctx: WorkerContext, job: BuildJob, eut: EngineUnderTest, k: int, shapes: dict,

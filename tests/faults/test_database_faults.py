@@ -26,7 +26,7 @@ def test_connections_killed_all_through_a_build_cost_no_attempt(farm_factory, or
                                                                  tmp_path: Path) -> None:
     """Every connection to the farm's database is terminated (pg_terminate_backend) every 0.2 s from
     before the claim until the build ends: the build still succeeds on its first attempt, with one engine."""
-    farm = farm_factory(workers=1, bench_iterations=20000)  # a build of several seconds
+    farm = farm_factory(workers=1, bench_iterations=20000, bench_max_s=3600)  # a build of several seconds
     sdk = farm.client()
     model = sdk.upload(convnet(tmp_path / "d.onnx", channels=4, layers=1, seed=71))
     dsn = farm.database_url.replace("postgresql+psycopg://", "postgresql://")

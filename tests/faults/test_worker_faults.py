@@ -107,7 +107,7 @@ def test_a_build_longer_than_its_lease_keeps_it(farm_factory, ort_runtime: str, 
     """A 3 s lease and a build of several times that: the worker renews the lease while it builds, so the
     reaper never takes the build away (attempt 1, one message, one engine)."""
     farm = farm_factory(workers=0, lease_s=3, reaper_interval_s=0.5)
-    farm.add_worker(TRTFARM_BENCH_ITERATIONS=300_000)  # a benchmark of several seconds
+    farm.add_worker(TRTFARM_BENCH_ITERATIONS=300_000, TRTFARM_BENCH_MAX_S=3600)  # a benchmark of several seconds
     sdk = farm.client()
     model = sdk.upload(convnet(tmp_path / "long.onnx", channels=8, layers=2, seed=34))
     build = sdk.submit(model.id, ort_runtime, batch_profile(), wait=False)
@@ -156,7 +156,7 @@ def test_a_warm_runner_killed_mid_benchmark_costs_the_build_nothing(farm_factory
     again in a fresh process and the build succeeds on its first attempt; the next build gets a new warm
     runner."""
     farm = farm_factory(workers=0)
-    farm.add_worker(TRTFARM_BENCH_ITERATIONS=200_000)  # a benchmark of a few seconds
+    farm.add_worker(TRTFARM_BENCH_ITERATIONS=200_000, TRTFARM_BENCH_MAX_S=3600)  # a benchmark of a few seconds
     sdk = farm.client()
     model = sdk.upload(convnet(tmp_path / "wr.onnx", channels=4, layers=1, seed=36))
     build = sdk.submit(model.id, ort_runtime, batch_profile(), wait=False)

@@ -498,7 +498,8 @@ class RunningFarm:
 
 
 ACTIVE: list[RunningFarm] = []
-SLOW_WORKER = {"TRTFARM_BENCH_ITERATIONS": 10**7}  # worker_env of a worker whose benchmark step runs for minutes
+# worker_env of a worker whose benchmark step runs for minutes
+SLOW_WORKER = {"TRTFARM_BENCH_ITERATIONS": 10**7, "TRTFARM_BENCH_MAX_S": 3600}
 
 
 def runner_pids(farm: RunningFarm) -> list[int]:

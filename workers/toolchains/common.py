@@ -122,17 +122,49 @@ def percentile(ordered: list[float], percent: float) -> float:
 
 
 def latency_summary(samples_ms: list[float]) -> dict:
-    """{"p50", "p99", "mean", "min", "iterations"} of timings in milliseconds (10 ns resolution)."""
+    """{"p50", "p90", "p99", "mean", "min", "max", "iterations"} of timings in milliseconds (10 ns resolution)."""
     ordered = sorted(samples_ms)
     if not ordered:
         raise ValueError("latency summary of no samples")
     return {
         "p50": round(percentile(ordered, 50), 5),
+        "p90": round(percentile(ordered, 90), 5),
         "p99": round(percentile(ordered, 99), 5),
         "mean": round(sum(ordered) / len(ordered), 5),
         "min": round(ordered[0], 5),
+        "max": round(ordered[-1], 5),
         "iterations": len(ordered),
     }
+
+
+MIN_TIMED = 3  # a time budget never cuts a benchmark below this many timed runs
+
+
+def check_bench_args(args: argparse.Namespace) -> None:
+    if args.iterations < 1 or args.warmup < 0 or (args.max_seconds is not None and args.max_seconds <= 0):
+        raise RunnerError("invalid_input", "need --iterations >= 1, --warmup >= 0 and --max-seconds > 0; got "
+                                           f"{args.iterations}, {args.warmup}, {args.max_seconds}")
+
+
+def timed_runs(step: Callable[[], float], iterations: int, max_seconds: float | None) -> tuple[list[float], str]:
+    """Samples of `step()` (each returns one run's milliseconds): `iterations` of them, or fewer (never
+    below MIN_TIMED) once `max_seconds` of wall time have passed. Also says which limit stopped it."""
+    import time
+
+    samples: list[float] = []
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    while len(samples) < iterations:
+        if deadline is not None and len(samples) >= MIN_TIMED and time.monotonic() > deadline:
+            return samples, "time"
+        samples.append(step())
+    return samples, "iterations"
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="stop timing after this much wall time (at least 3 timed runs)")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -172,13 +204,13 @@ def cpu_isa(arch: str, flags: set[str]) -> str:
 
 def cpu_device(cpuinfo: str | None = None, machine: str | None = None) -> dict:
     """This CPU as a device: {"name", "device" ("x86_64-avx2"), "arch", "isa", "cores"}."""
-    text = _read_cpuinfo() if cpuinfo is None else cpuinfo
+    text = read_cpuinfo() if cpuinfo is None else cpuinfo
     arch = cpu_arch(machine or platform.machine())
     isa = cpu_isa(arch, cpu_flags(text))
     return {"name": cpu_name(text), "device": f"{arch}-{isa}", "arch": arch, "isa": isa, "cores": os.cpu_count()}
 
 
-def _read_cpuinfo() -> str:
+def read_cpuinfo() -> str:
     try:
         return Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -30,6 +30,10 @@ PROFILE = {"input": {"min": [1, 3, 224, 224], "opt": [8, 3, 224, 224], "max": [3
 GOLDEN = [
     ("default-tensorrt", MODEL, H100, {}, (), None,
      "e9094f8b1e7e7a066fc1061c762f1959298b8880d26759f80cd3375d47c99ca8"),
+    ("bench settings (same key)", MODEL, H100, {"bench": {"iterations": 5, "warmup": 0, "max_seconds": 1.5}}, (),
+     None, "e9094f8b1e7e7a066fc1061c762f1959298b8880d26759f80cd3375d47c99ca8"),
+    ("bench off (same key)", MODEL, H100, {"bench": {"enabled": False}}, (), None,
+     "e9094f8b1e7e7a066fc1061c762f1959298b8880d26759f80cd3375d47c99ca8"),
     ("default-onnxruntime", MODEL, ORT, {}, (), None,
      "e0a068efa44c81154451e3955f45c6892c5cdffcb7d727ae1d11faae738c1985"),
     ("fp16+int8", MODEL, H100, {"precision": ["fp16", "int8"]}, (), None,
@@ -72,7 +76,8 @@ def test_golden_keys_are_all_different_where_the_inputs_differ():
 
 def test_key_is_sha256_of_the_documented_document():
     spec = parse_spec({"precision": ["fp16"]})
-    doc = {"key_version": KEY_VERSION, "model": MODEL, "target": H100, "spec": spec_canonical(spec),
+    recipe = {k: v for k, v in spec_canonical(spec).items() if k != "bench"}  # the measurement is not the recipe
+    doc = {"key_version": KEY_VERSION, "model": MODEL, "target": H100, "spec": recipe,
            "plugins": [], "calibration": None}
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     assert build_key(model=MODEL, target=H100, spec=spec) == hashlib.sha256(text.encode()).hexdigest()
@@ -140,6 +145,7 @@ def test_canonical_json_rejects_nan():
 def test_spec_canonical_fills_defaults_with_names_not_numbers():
     doc = spec_canonical(parse_spec({}))
     assert doc == {
+        "bench": {"enabled": True, "iterations": None, "max_seconds": None, "warmup": None},
         "dla_core": None, "exclude_lean_runtime": False, "gpu_fallback": False, "hardware_compatibility": "none",
         "onnxruntime": {"graph_optimization_level": "extended", "optimized_model_format": "ort"},
         "optimization_level": 3, "precision": [], "profiles": [], "profiling_verbosity": "layer_names_only",

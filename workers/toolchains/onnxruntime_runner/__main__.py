@@ -40,8 +40,7 @@ def parser() -> common.Parser:
         if name == "run":
             r.add_argument("--outputs", required=True)
         else:
-            r.add_argument("--iterations", type=int, default=100)
-            r.add_argument("--warmup", type=int, default=10)
+            common.add_bench_arguments(r)
     m = sub.add_parser("merge")
     m.add_argument("--cache", action="append", default=[])
     m.add_argument("--out")

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import common
 from ..common import RunnerError, atomic_write, latency_summary
 
 ORT_MAGIC = b"ORTM"  # flatbuffers file identifier of an ORT-format model, bytes 4..8
@@ -70,16 +71,17 @@ def run(args: Any) -> dict[str, Any]:
 
 
 def bench(args: Any) -> dict[str, Any]:
-    if args.iterations < 1 or args.warmup < 0:
-        raise RunnerError("invalid_input",
-                          f"need --iterations >= 1 and --warmup >= 0; got {args.iterations}, {args.warmup}")
+    common.check_bench_args(args)
     session = load_engine(Path(args.engine))
     feeds = load_feeds(session, Path(args.inputs))
     for _ in range(args.warmup):
         _run_once(session, feeds)
-    times = []
-    for _ in range(args.iterations):
+
+    def step() -> float:
         start = time.perf_counter()
         _run_once(session, feeds)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return {"latency_ms": latency_summary(times)}
+        return (time.perf_counter() - start) * 1000.0
+
+    times, stopped = common.timed_runs(step, args.iterations, args.max_seconds)
+    return {"latency_ms": latency_summary(times), "stopped_by": stopped, "warmup": args.warmup,
+            "device": common.cpu_name(common.read_cpuinfo())}

@@ -36,8 +36,7 @@ def build_parser() -> common.Parser:
         if name == "run":
             sub.add_argument("--outputs", required=True, help=".npz to write, one array per output name")
         else:
-            sub.add_argument("--iterations", type=int, default=100)
-            sub.add_argument("--warmup", type=int, default=10)
+            common.add_bench_arguments(sub)
         sub.add_argument("--profile", type=int, default=0, help="optimization profile index")
         sub.add_argument("--verbose", action="store_true")
     merge = commands.add_parser("merge", help="combine timing caches")

@@ -61,7 +61,7 @@ KIND_OWNER = {
 # The spec fields this runner reads (every one the table covers); the canonical spec also carries
 # ONNX Runtime's options, which a TensorRT build ignores.
 SPEC_FIELDS = tuple(dict.fromkeys(option.split("=")[0] for option in OPTIONS))
-IGNORED_FIELDS = ("onnxruntime",)
+IGNORED_FIELDS = ("onnxruntime", "bench")  # the other runner's options; the worker's benchmark settings
 BOOLEAN_OPTIONS = ("strongly_typed", "version_compatible", "exclude_lean_runtime", "strip_weights",
                    "weight_streaming", "gpu_fallback")
 # What TensorRT does with a builder config left alone (IBuilderConfig's documented defaults): a spec

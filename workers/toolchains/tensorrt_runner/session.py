@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ..common import RunnerError, atomic_write, latency_summary, log, read_bytes
+from ..common import RunnerError, atomic_write, check_bench_args, latency_summary, log, read_bytes, timed_runs
 from .cuda import CudaDriver
 from .describe import (
     NON_NUMPY_DTYPES,
@@ -176,28 +176,35 @@ def write_npz(np, path: str, arrays: dict) -> None:
 
 
 def cmd_bench(args) -> dict:
-    if args.iterations < 1 or args.warmup < 0:
-        raise RunnerError("invalid_input", "--iterations must be >= 1 and --warmup >= 0")
+    check_bench_args(args)
     session = open_session(args)
     try:
-        gpu_ms, wall_ms = time_iterations(session, args.warmup, args.iterations)
+        gpu_ms, wall_ms, stopped = time_iterations(session, args.warmup, args.iterations, args.max_seconds)
+        device = session.cuda.device_info(0)["name"]
     finally:
         session.close()
-    return {"latency_ms": latency_summary(gpu_ms), "wall_ms": latency_summary(wall_ms)}
+    return {"latency_ms": latency_summary(gpu_ms), "wall_ms": latency_summary(wall_ms), "stopped_by": stopped,
+            "warmup": args.warmup, "device": device}
 
 
-def time_iterations(session: EngineSession, warmup: int, iterations: int) -> tuple[list, list]:
+def time_iterations(session: EngineSession, warmup: int, iterations: int,
+                    max_seconds: float | None = None) -> tuple[list, list, str]:
+    """GPU time (CUDA events) and wall time of each timed run, and which limit stopped it (timed_runs)."""
     cuda, stream = session.cuda, session.stream
     for _ in range(warmup):
         session.execute()
     cuda.synchronize(stream)
     start, end = cuda.event(), cuda.event()
-    gpu_ms, wall_ms = [], []
-    for _ in range(iterations):
+    wall_ms: list = []
+
+    def step() -> float:
         began = time.perf_counter()
         cuda.record(start, stream)
         session.execute()
         cuda.record(end, stream)
-        gpu_ms.append(cuda.elapsed_ms(start, end))
+        gpu = cuda.elapsed_ms(start, end)
         wall_ms.append((time.perf_counter() - began) * 1000.0)
-    return gpu_ms, wall_ms
+        return gpu
+
+    gpu_ms, stopped = timed_runs(step, iterations, max_seconds)
+    return gpu_ms, wall_ms, stopped

@@ -22,7 +22,28 @@ from workers.toolchains import KINDS, RUNNERS_DIR, common, runner_argv
 
 def test_latency_summary_is_nearest_rank_on_unordered_samples():
     summary = common.latency_summary([float(v) for v in range(100, 0, -1)])
-    assert summary == {"p50": 50.0, "p99": 99.0, "mean": 50.5, "min": 1.0, "iterations": 100}
+    assert summary == {"p50": 50.0, "p90": 90.0, "p99": 99.0, "mean": 50.5, "min": 1.0, "max": 100.0,
+                       "iterations": 100}
+
+
+def test_timed_runs_stop_at_the_count_or_the_time_budget_never_below_three() -> None:
+    import time
+
+    samples, stopped = common.timed_runs(lambda: 1.0, 7, None)
+    assert (samples, stopped) == ([1.0] * 7, "iterations")
+    samples, stopped = common.timed_runs(lambda: 1.0, 7, 60.0)
+    assert (len(samples), stopped) == (7, "iterations")
+
+    def slow() -> float:
+        time.sleep(0.05)
+        return 50.0
+
+    samples, stopped = common.timed_runs(slow, 1000, 0.2)  # the budget ends it after about 4 runs
+    assert stopped == "time" and 3 <= len(samples) <= 8
+    samples, stopped = common.timed_runs(slow, 1000, 0.001)  # a budget spent at once still gives 3 runs
+    assert stopped == "time" and len(samples) == 3
+    samples, stopped = common.timed_runs(slow, 2, 0.001)  # fewer asked than the floor: the count wins
+    assert stopped == "iterations" and len(samples) == 2
 
 
 @pytest.mark.parametrize(("samples", "p50", "p99"), [
@@ -41,7 +62,8 @@ def test_percentiles(samples, p50, p99):
 
 def test_latency_summary_rounds_to_ten_nanoseconds():
     summary = common.latency_summary([0.1234567, 0.2000001, 1 / 3])
-    assert summary == {"p50": 0.2, "p99": 0.33333, "mean": 0.21893, "min": 0.12346, "iterations": 3}
+    assert summary == {"p50": 0.2, "p90": 0.33333, "p99": 0.33333, "mean": 0.21893, "min": 0.12346, "max": 0.33333,
+                       "iterations": 3}
 
 
 def test_latency_of_no_samples_is_an_error():
