@@ -120,13 +120,40 @@ def graph_io(proto: Any, *, inputs: bool) -> list[TensorDesc]:
     return [describe(v) for v in values if v.name not in initializers]
 
 
+def initializer_inputs(proto: Any) -> list[str]:
+    """Graph inputs that have an initializer: IR 3 models list every weight there (IR >= 4 allows it for
+    weights a caller may override). As inputs they are optional: ONNX Runtime uses the initializer."""
+    initializers = {i.name for i in proto.graph.initializer}
+    return [v.name for v in proto.graph.input if v.name in initializers]
+
+
+def without_initializer_inputs(path: Path, dest: Path) -> list[str]:
+    """Write the model at `path` to `dest` (beside it: external data stays where it is referenced) without
+    the graph inputs that have an initializer, the IR >= 4 form; return their names ([]: nothing written).
+    Toolchains that save an optimized model would otherwise make every such weight a required input."""
+    import onnx
+
+    proto = load(path)
+    names = set(initializer_inputs(proto))
+    if not names:
+        return []
+    kept = [v for v in proto.graph.input if v.name not in names]
+    del proto.graph.input[:]
+    proto.graph.input.extend(kept)
+    proto.ir_version = max(int(proto.ir_version), 4)
+    onnx.save_model(proto, str(dest))
+    return sorted(names)
+
+
 def describe(value_info: Any) -> TensorDesc:
+    """A graph input or output. A dimension is dynamic when it has no value, or a value below 1 (exporters
+    write -1, or 0, for "any"): the same as a symbolic or unnamed one everywhere in the farm."""
     if not value_info.type.HasField("tensor_type"):
         return TensorDesc(value_info.name, 0, "unknown", False, None)
     tensor = value_info.type.tensor_type
     if not tensor.HasField("shape"):
         return TensorDesc(value_info.name, tensor.elem_type, dtype_name(tensor.elem_type), True, None)
-    dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim)
     names = tuple(d.dim_param if d.HasField("dim_param") and d.dim_param else None for d in tensor.shape.dim)
     return TensorDesc(value_info.name, tensor.elem_type, dtype_name(tensor.elem_type), True, dims, names)
 

@@ -64,6 +64,66 @@ def convnet(path: str | Path, channels: int = 8, layers: int = 2, dynamic_batch:
     return path
 
 
+def ir3_convnet(path: str | Path, channels: int = 4, seed: int = 0) -> Path:
+    """The IR 3 form older model zoos use: opset 8, every initializer also a graph input, and a
+    BatchNormalization after the convolution (ONNX Runtime folds it into the Conv's weights, dropping its
+    four initializers but not their graph inputs, which become required inputs of a saved model)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    arrays = {"conv.w": rng.standard_normal((channels, 3, 3, 3)) / np.sqrt(27),
+              "bn.scale": rng.uniform(0.5, 1.5, channels), "bn.b": rng.standard_normal(channels) * 0.1,
+              "bn.mean": rng.standard_normal(channels) * 0.1, "bn.var": rng.uniform(0.5, 1.5, channels),
+              "fc.w": rng.standard_normal((10, channels * 256)) / 32, "fc.b": np.zeros(10)}
+    inits = [numpy_helper.from_array(a.astype(np.float32), name) for name, a in arrays.items()]
+    nodes = [helper.make_node("Conv", ["input", "conv.w"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+             helper.make_node("BatchNormalization", ["c", "bn.scale", "bn.b", "bn.mean", "bn.var"], ["bn"]),
+             helper.make_node("Relu", ["bn"], ["r"]), helper.make_node("Flatten", ["r"], ["f"], axis=1),
+             helper.make_node("Gemm", ["f", "fc.w", "fc.b"], ["logits"], transB=1)]
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 16, 16]),
+              *(helper.make_tensor_value_info(i.name, TensorProto.FLOAT, arrays[i.name].shape) for i in inits)]
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])
+    graph = helper.make_graph(nodes, "zoo", inputs, [logits], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)], producer_name="trtfarm-tests")
+    model.ir_version = 3
+    onnx.checker.check_model(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(path))
+    return path
+
+
+def fully_convolutional(path: str | Path, batch: int | str = -1, spatial: int | str = "?", channels: int = 4,
+                        seed: int = 0) -> Path:
+    """input (batch, 3, spatial, spatial) -> Conv 3x3 + Relu -> GlobalAveragePool -> (batch, C, 1, 1).
+    An int batch or spatial below 1 is written as that dim_value (exporters' -1 or 0 for "any"); "?" leaves
+    the dimension without a name or value; any other string is a symbolic name."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((channels, 3, 3, 3)) / np.sqrt(27)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+         helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["output"])],
+        "fcn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, spatial, spatial])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, channels, 1, 1])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    model = _finish(graph)
+    for value in (*model.graph.input, *model.graph.output):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param == "?":
+                dim.ClearField("dim_param")  # unnamed and valueless: "any", with no symbol
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(path))
+    return path
+
+
 def external_data_model(directory: str | Path, name: str = "model.onnx") -> Path:
     """A convnet whose every initializer lives in `weights.bin` beside `name`."""
     import onnx

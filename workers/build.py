@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from registry import onnxinfo
 from registry.atomic import writer_tag
 from registry.db.session import retry_transient
 from registry.errors import BuildCancelled, InvalidInput, NotAPlan, RunnerFailed
@@ -72,7 +73,7 @@ STAGE_TIMINGS = {"downloading model": "download_s", "building": "build_s", "vali
 def _run(ctx: WorkerContext, job: BuildJob, tmp: Path, log: BuildLog, keeper: LeaseKeeper) -> Outcome:
     toolchain = ctx.toolchain(job.toolchain, job.version)
     keeper.step("downloading model")
-    model_path = _download_model(ctx, job, tmp / "model")
+    model_path = _without_initializer_inputs(_download_model(ctx, job, tmp / "model"), log)
     spec_path = tmp / "spec.json"
     spec_path.write_text(json.dumps(spec_canonical(job.spec)))
     cache = timing_sync.before_build(ctx, job, toolchain, tmp, log) if job.toolchain == "tensorrt" else None
@@ -100,6 +101,18 @@ def _download_model(ctx: WorkerContext, job: BuildJob, folder: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         ctx.blobs.get_to_file(f.sha256, dest)
     return folder / job.model_files[0].path
+
+
+def _without_initializer_inputs(model_path: Path, log: BuildLog) -> Path:
+    """The model to build from: a copy without graph inputs that have an initializer, if it has any."""
+    dest = model_path.with_name(f".inputs-{model_path.name}")
+    names = onnxinfo.without_initializer_inputs(model_path, dest)
+    if not names:
+        return model_path
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    log.write(f"the model lists {len(names)} initializer(s) among its graph inputs ({shown}; the IR 3 form): "
+              "building from a copy without them (as inputs they are optional, their values are the weights)")
+    return dest
 
 
 def _engine_record(ctx: WorkerContext, job: BuildJob, meta: dict, blob: Any, verdict: Verdict,
