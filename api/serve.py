@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from registry import events
 from registry.atomic import sweep
 from registry.settings import Settings
 
@@ -21,6 +22,7 @@ def run_api(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     from api.app import create_app
     from api.routes.models import UPLOAD_DIR_PREFIX
 
+    events.configure()
     sweep(Path(tempfile.gettempdir()), f"{UPLOAD_DIR_PREFIX}*", 6 * 3600)  # uploads an API died in the middle of
     if workers == 1:
         uvicorn.run(create_app(settings, host=host), host=host, port=port, log_level="warning")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from registry import onnxinfo
+from registry import events, onnxinfo
 from registry.atomic import writer_tag
 from registry.db.session import retry_transient
 from registry.errors import BuildCancelled, InvalidInput, NotAPlan, RunnerFailed
@@ -38,6 +39,7 @@ def execute_build(ctx: WorkerContext, build_id: str) -> str:
                             what=f"claim {build_id}")
     if claim is None:
         return "not claimable"  # done, cancelled, or owned by a live lease: ack the message
+    events.event(build_id, "claimed", worker=ctx.name, attempt=claim.attempt)
     job = retry_transient(lambda: attempts.job(ctx.db, build_id), what=f"load {build_id}")
     with tempfile.TemporaryDirectory(prefix=f"{BUILD_DIR_PREFIX}{writer_tag()}{build_id[:8]}-") as tmp:
         log = BuildLog(Path(tmp) / "build.log")
@@ -62,6 +64,9 @@ def _attempt(ctx: WorkerContext, claim: Claim, job: BuildJob, tmp: Path, log: Bu
     log.section(str(outcome.status))
     outcome = dataclasses.replace(outcome, log_digest=ctx.blobs.put_file(log.path).digest, log_tail=log.tail_text())
     owned = retry_transient(lambda: attempts.finish(ctx.db, claim, outcome), what=f"finish {claim.build_id}")
+    events.event(claim.build_id, "finished" if owned else "dropped", status=outcome.status, worker=ctx.name,
+                 attempt=claim.attempt, seconds=round(time.monotonic() - keeper.started, 3),
+                 error=outcome.error_code, retry=outcome.retry or None)
     return str(outcome.status) if owned else "lease lost"
 
 

@@ -80,8 +80,10 @@ def worker(gpu: Optional[int] = typer.Option(None, help="the GPU this worker own
 
 def dispatcher() -> None:
     """Run the dispatcher alone: relay the outbox to the broker and run the reaper (Ctrl-C stops it)."""
+    from registry import events
     from workers.dispatcher import run_dispatcher
 
+    events.configure()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     out.print("dispatcher: relaying the outbox and reaping expired leases")

@@ -13,6 +13,7 @@ import time
 from contextlib import suppress
 from typing import Any
 
+from registry import events
 from registry.db.session import Database
 from registry.notify import listen, postgres_dsn
 from registry.queues import BUILD_TASK
@@ -37,6 +38,7 @@ class Publisher:
             self._conn = self.app.connection_for_write()
             self._producer = self.app.amqp.Producer(self._conn)
         self.app.send_task(BUILD_TASK, args=[message.build_id], queue=message.queue, producer=self._producer)
+        events.event(message.build_id, "queued", queue=message.queue)
 
     def reset(self) -> None:
         """Drop the connection: after an error it may stay unusable (kombu's SQLAlchemy transport keeps a

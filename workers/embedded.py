@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from registry import auth
 from registry.db.migrate import upgrade
@@ -74,9 +75,22 @@ def spawn_worker(settings: Settings, gpu: int | None, index: int | None = None) 
     label = f"gpu{gpu}" if gpu is not None else "cpu" if index is None else f"cpu{index}"
     if index is not None and not settings.worker_name:
         env["TRTFARM_WORKER_NAME"] = f"{socket.gethostname()}:{label}"
-    log = open(settings.home / f"worker-{label}.log", "ab")  # noqa: SIM115 - the child keeps it
-    return subprocess.Popen([sys.executable, "-m", "registry.cli", "worker"], env=env, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "registry.cli", "worker"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
+    threading.Thread(target=_tee, args=(proc, settings.home / f"worker-{label}.log", label), daemon=True,
+                     name=f"worker-{label}-output").start()
+    return proc
+
+
+def _tee(proc: subprocess.Popen, path: Path, label: str) -> None:
+    """A worker's output into its log file; its `trtfarm.*` lines (build events, warnings) on this console too."""
+    assert proc.stdout is not None
+    with open(path, "ab") as log:
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            if b" trtfarm." in line:
+                sys.stderr.write(f"[{label}] {line.decode(errors='replace')}")
 
 
 def _when_ready(url: str, then: Callable[[str], None]) -> None:

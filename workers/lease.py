@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+from registry import events
 from registry.db.session import retry_transient
 from registry.errors import BuildCancelled
 from registry.services import attempts
@@ -21,7 +22,7 @@ class LeaseKeeper:
         self.ctx, self.claim, self.log = ctx, claim, log
         self.progress = "starting"
         self.seconds: dict[str, float] = {}  # wall time per stage so far (the current one once left)
-        self._since = time.monotonic()
+        self._since = self.started = time.monotonic()
         self.state = Lease.OK
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name=f"lease-{claim.build_id[:8]}")
@@ -36,7 +37,10 @@ class LeaseKeeper:
 
     def step(self, progress: str) -> None:
         """Enter a stage: log it, renew now; BuildCancelled when the build should stop."""
+        previous = self.progress
         self.lap()
+        events.event(self.claim.build_id, "stage", stage=progress, previous=previous,
+                     seconds=self.seconds.get(previous))
         self.progress = progress
         self.log.section(progress)
         retry_transient(self.renew, what=f"renew the lease of {self.claim.build_id}")  # no attempt spent on it

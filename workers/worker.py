@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from registry import events
 from registry.atomic import sweep
 from registry.services import fleet
 from registry.settings import Settings
@@ -25,6 +26,7 @@ HEARTBEAT_S = 5.0
 
 def run_worker(settings: Settings) -> None:
     """Probe toolchains, advertise the queues this worker serves, consume builds one at a time."""
+    events.configure()
     swept = sweep(Path(tempfile.gettempdir()), f"{BUILD_DIR_PREFIX}*", settings.build_timeout_s + 3600)
     if swept:
         log.info("swept %d build folder(s) that killed workers left behind", swept)

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
+from registry import events
 from registry.db.session import Database
 from registry.db.tables import Build, utcnow
 from registry.services import fleet, outbox
@@ -54,6 +55,7 @@ def _expire(s, b: Build, report: ReapReport) -> None:  # noqa: ANN001
             status=BuildStatus.CANCELLED, finished_at=utcnow(), lease_until=None, error_code="cancelled",
             error_message=f"cancelled while running; its worker {b.worker} stopped answering before it stopped"))
         report.cancelled.append(b.id)
+        events.event(b.id, "cancelled", reason="lease expired", worker=b.worker, attempt=b.attempt)
         return
     if b.attempt >= b.max_attempts:
         s.execute(update(Build).where(guard).values(
@@ -61,8 +63,10 @@ def _expire(s, b: Build, report: ReapReport) -> None:  # noqa: ANN001
             error_message=f"the lease expired on attempt {b.attempt} of {b.max_attempts} (last worker {b.worker}); "
                           "workers died or lost the database. Resubmit to try again."))
         report.failed.append(b.id)
+        events.event(b.id, "failed", error="lease_expired", worker=b.worker, attempt=b.attempt)
         return
     if s.execute(update(Build).where(guard).values(status=BuildStatus.QUEUED, lease_until=None,
                                                    progress=f"lease expired on {b.worker}; requeued")).rowcount:
         outbox.enqueue(s, b.id, b.queue)
         report.requeued.append(b.id)
+        events.event(b.id, "requeued", reason="lease expired", worker=b.worker, attempt=b.attempt)

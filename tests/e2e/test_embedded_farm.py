@@ -44,6 +44,11 @@ def test_readme_main_command_builds_fetches_and_runs_a_model(tmp_path):
     for said in ("demo: workers up:", "demo: made a convnet", "succeeded", "through the SDK (sha256 verified)",
                  "max abs error vs the original model", "validation passed=True"):
         assert said in out, (said, out)
+    # the console follows the build: the dispatcher's and the worker's structured lines
+    console = done.stderr
+    for event in ("event=queued queue=build.onnxruntime-", "[cpu] ", "event=claimed worker=",
+                  "event=stage stage=validating previous=building seconds=", "event=finished status=succeeded"):
+        assert event in console, (event, console)
     # the engine it reports is in the SDK cache the demo used, named by its digest and the engine's suffix
     cached = [p for p in (home / "client-cache" / "engines" / "sha256").rglob("*") if p.is_file()]
     assert len(cached) == 1 and cached[0].suffix == ".ort"
