@@ -116,10 +116,7 @@ def submit(
                             bench={"iterations": bench_iterations, "max_seconds": bench_seconds,
                                    "enabled": False if no_bench else None})
     farm = _farm()
-    if wait and not as_json:
-        build = _submit_with_progress(farm, model, target, spec)
-    else:
-        build = farm.submit(model, target, spec, wait=wait)
+    build = _submit_with_progress(farm, model, target, spec) if wait else farm.submit(model, target, spec, wait=False)
     if as_json:
         _print_json(build.model_dump(mode="json"))
     else:
@@ -177,21 +174,47 @@ def _json_spec(text: str | None) -> dict | None:
 
 
 def _submit_with_progress(farm, model: str, target: str, spec: dict):  # noqa: ANN001, ANN202
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    """Submit and wait, showing progress on stderr: a spinner on a terminal, else one line per change
+    (CI logs). A build that ends other than succeeded is returned, not raised: the caller prints it."""
+    show, done = _progress_view()
+    try:
+        return farm.submit(model, target, spec, wait=True, progress=show)
+    except FarmError as exc:
+        if getattr(exc, "build", None) is not None:
+            show(exc.build)
+            return exc.build
+        raise
+    finally:
+        done()
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as bar:
+
+def _progress_view():  # noqa: ANN202
+    """(show(build), done()): a rich spinner on a terminal; elsewhere `[  12.3s] build ID status: detail`
+    lines, printed when the status or the detail changes."""
+    import time
+
+    if err.is_terminal:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err)
+        bar.start()
         task = bar.add_task("submitting", total=None)
+        return (lambda b: bar.update(task, description=f"build {b.id} {b.status}: {_detail(b)}"[:150]), bar.stop)
+    started, last = time.monotonic(), [None]
 
-        def show(build) -> None:  # noqa: ANN001
-            detail = build.progress or build.waiting_reason or ""
-            bar.update(task, description=f"build {build.id[:12]} {build.status}: {detail}"[:150])
+    def line(build) -> None:  # noqa: ANN001
+        text = f"build {build.id} {build.status}: {_detail(build)}".rstrip(": ")
+        if text != last[0]:
+            last[0] = text
+            err.print(f"[{time.monotonic() - started:7.1f}s] {text}", markup=False, highlight=False)
 
-        try:
-            return farm.submit(model, target, spec, wait=True, progress=show)
-        except FarmError as exc:
-            if getattr(exc, "build", None) is not None:
-                return exc.build
-            raise
+    return line, lambda: None
+
+
+def _detail(build) -> str:  # noqa: ANN001
+    if build.error:
+        return f"{build.error.code}: {build.error.message}"
+    return build.progress or build.waiting_reason or ""
 
 
 def _print_build(build) -> None:  # noqa: ANN001
@@ -233,10 +256,23 @@ def fetch(
         cache_path = farm.cached(model_id, runtime=runtime, spec=spec) or path  # local: no network
         quickfetch.remember(*question, Path(cache_path), "sha256:" + Path(cache_path).name.split(".")[0],
                             Path(cache_path).stat().st_size, files)
+    path = _with_engine_suffix(Path(path), Path(cache_path), output)
     if as_json:
         _print_json({"path": str(Path(path).absolute()), "cache_path": str(Path(cache_path).absolute())})
     else:
         out.print(str(path), markup=False, highlight=False)
+
+
+def _with_engine_suffix(path: Path, cache_path: Path, output: Path | None) -> Path:
+    """ONNX Runtime reads a file as an ORT-format model by its `.ort` suffix (otherwise as ONNX, and fails):
+    a copy written under another name gets the suffix added, and the user is told."""
+    if output is None or path == cache_path or cache_path.suffix != ".ort" or path.suffix == ".ort":
+        return path
+    renamed = path.with_name(path.name + ".ort")
+    path.replace(renamed)
+    err.print(f"note: wrote {renamed} (ONNX Runtime loads ORT-format engines by their .ort suffix)",
+              markup=False, highlight=False)
+    return renamed
 
 
 @app.command()
@@ -254,9 +290,36 @@ def builds(status: Optional[str] = None, model: Optional[str] = None, limit: int
 
 
 @app.command()
-def log(build_id: str) -> None:
+def log(build_id: str, follow: bool = typer.Option(False, "-f", "--follow",
+                                                  help="print new lines as the build runs, until it ends")) -> None:
     """Print a build's log."""
-    out.print(_farm().log(build_id), markup=False, highlight=False)
+    farm = _farm()
+    if not follow:
+        out.print(farm.log(build_id), markup=False, highlight=False)
+        return
+    import time
+
+    shown: list[str] = []
+    while True:
+        build = farm.build(build_id)  # before the log: a build that ended has its whole log by now
+        lines = farm.log(build_id).splitlines()
+        for new in lines[_overlap(shown, lines):]:
+            out.print(new, markup=False, highlight=False)
+            shown.append(new)
+        if build.done:
+            raise typer.Exit(0 if build.status == BuildStatus.SUCCEEDED else 1)
+        time.sleep(1.0)
+
+
+def _overlap(shown: list[str], lines: list[str]) -> int:
+    """How many of `lines` (a later view of the log: its tail while running, all of it at the end) were
+    shown already: the longest prefix of `lines` that ends the shown lines."""
+    if not shown:
+        return 0
+    for k in range(min(len(shown), len(lines)), 0, -1):
+        if lines[k - 1] == shown[-1] and lines[:k] == shown[-k:]:
+            return k
+    return 0
 
 
 @app.command()

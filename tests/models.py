@@ -124,6 +124,24 @@ def fully_convolutional(path: str | Path, batch: int | str = -1, spatial: int | 
     return path
 
 
+def unbuildable_model(path: str | Path) -> Path:
+    """x -> example.custom::Nope -> y: a valid ONNX file (unknown domains pass the checker) that no
+    toolchain can build: a build that fails for certain."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Nope", ["x"], ["y"], domain="example.custom")], "nope",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("example.custom", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="trtfarm-tests")
+    model.ir_version = IR_VERSION
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(path))
+    return path
+
+
 def external_data_model(directory: str | Path, name: str = "model.onnx") -> Path:
     """A convnet whose every initializer lives in `weights.bin` beside `name`."""
     import onnx

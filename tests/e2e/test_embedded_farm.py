@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.embedded import EmbeddedFarm, cli, processes_with_env, user_env
-from tests.models import convnet
+from tests.models import convnet, unbuildable_model
 from tests.net import free_port
 
 pytest.importorskip("onnxruntime")
@@ -270,3 +270,39 @@ def test_sdk_fetch_is_cached_and_works_with_the_farm_stopped(tmp_path):
         ref = original.run(None, {"input": x})[0]
         assert ours.shape == (batch, 10)
         np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_submit_wait_json_prints_a_failed_build_and_exits_1_with_progress_lines(user):
+    model = unbuildable_model(user["cwd"] / "nope.onnx")
+    done = cli("submit", str(model), "--target", "onnxruntime", "--wait", "--json", env=user["env"], cwd=user["cwd"],
+               timeout=180)
+    assert done.returncode == 1, done.stderr
+    build = json.loads(done.stdout)  # the record, though it failed
+    assert build["status"] == "failed" and build["error"]["code"] in ("parse_error", "build_error")
+    lines = [line for line in done.stderr.splitlines() if line.startswith("[")]  # off a terminal: one line a change
+    assert lines and all(f"build {build['id']}" in line and line.split("]")[0].strip("[ ").endswith("s")
+                         for line in lines), done.stderr
+    assert f"failed: {build['error']['code']}" in lines[-1] and len(lines) == len(set(lines))
+
+
+def test_log_follow_prints_a_running_build_to_its_end(user, submitted):
+    spec = json.dumps({"profiles": [{"input": {"min": [1, 3, 16, 16], "opt": [2, 3, 16, 16], "max": [3, 3, 16, 16]}}]})
+    queued = _json(cli("submit", str(user["model"]), "--target", "onnxruntime", "--spec", spec, "--json",
+                       env=user["env"], cwd=user["cwd"]))
+    assert queued["status"] in ("queued", "running")
+    done = cli("log", "-f", queued["id"], env=user["env"], cwd=user["cwd"], timeout=180)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert f"build {queued['id']} attempt 1" in lines[0] and lines[-1].endswith("succeeded")
+    whole = cli("log", queued["id"], env=user["env"], cwd=user["cwd"]).stdout.splitlines()
+    assert lines == [line for line in whole if line]  # every line once, in order
+
+
+def test_fetch_to_a_name_without_the_suffix_adds_it(user, submitted):
+    import onnxruntime as ort
+
+    done = cli("fetch", str(user["model"]), "-o", "engine", env=user["env"], cwd=user["cwd"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "engine.ort" and not (user["cwd"] / "engine").exists()
+    assert "ONNX Runtime loads ORT-format engines by their .ort suffix" in done.stderr
+    ort.InferenceSession(str(user["cwd"] / "engine.ort"), providers=["CPUExecutionProvider"])

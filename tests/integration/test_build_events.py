@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from tests.integration.conftest import RunningFarm, batch_profile
-from tests.models import convnet
+from tests.models import convnet, unbuildable_model
 
 
 def events_of(text: str, build_id: str) -> list[dict[str, str]]:
@@ -38,7 +38,7 @@ def test_api_and_worker_log_each_transition_of_a_build(farm: RunningFarm, ort_ru
 
 def test_a_failed_build_logs_its_error_code(farm: RunningFarm, ort_runtime: str, tmp_path: Path) -> None:
     sdk = farm.client()
-    model = sdk.upload(unknown_op_model(tmp_path / "f.onnx"))
+    model = sdk.upload(unbuildable_model(tmp_path / "f.onnx"))
     build = sdk.submit(model.id, ort_runtime, {}, wait=False)
     build = farm.wait_build(build.id)
     assert build["status"] == "failed", build
@@ -46,17 +46,3 @@ def test_a_failed_build_logs_its_error_code(farm: RunningFarm, ort_runtime: str,
     assert len(finished) == 1 and finished[0]["status"] == "failed"
     assert finished[0]["error"] == build["error"]["code"]
 
-
-def unknown_op_model(path: Path) -> Path:
-    """x -> example.custom::Nope -> y: a valid ONNX file that no ONNX Runtime can build."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph([helper.make_node("Nope", ["x"], ["y"], domain="example.custom")], "nope",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
-    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("example.custom", 1)]
-    model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = 8
-    onnx.save_model(model, str(path))
-    return path
