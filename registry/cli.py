@@ -330,15 +330,37 @@ def cancel(build_id: str) -> None:
 
 @app.command()
 def engines(model: str, as_json: bool = typer.Option(False, "--json")) -> None:
-    """List a model's engines."""
+    """List a model's engines (a .onnx path or a model id)."""
     items = _farm().engines(model)
     if as_json:
         return _print_json([e.model_dump(mode="json") for e in items])
-    table = Table("id", "toolchain", "version", "device", "compat", "size", "valid", "p50 ms")
+    if not items:
+        err.print(f"no engines yet for {model}; build one with `trtfarm submit {model} --target ...`",
+                  markup=False, highlight=False)
+        return None
+    table = Table("id", "toolchain", "version", "device", "profile (min..max)", "precision", "level", "compat",
+                  "size", "valid", "p50 ms")
     for e in items:
-        table.add_row(e.id[:12], e.toolchain, e.version, e.device, e.hardware_compatibility, str(e.size),
-                      str(e.validation_passed), f"{e.latency_p50_ms:.3f}" if e.latency_p50_ms is not None else "")
+        profile, precision, level = spec_columns(e.spec, e.toolchain)
+        table.add_row(e.id[:12], e.toolchain, e.version, e.device, profile, precision, level, e.hardware_compatibility,
+                      str(e.size), str(e.validation_passed),
+                      f"{e.latency_p50_ms:.3f}" if e.latency_p50_ms is not None else "")
     out.print(table)
+    return None
+
+
+def spec_columns(spec: dict, toolchain: str) -> tuple[str, str, str]:
+    """(profile ranges, precisions, optimization level) of an engine's spec, as `trtfarm engines` shows them."""
+    def dims(shape: list[int]) -> str:
+        return "x".join(str(d) for d in shape)
+
+    profiles = "\n".join(", ".join(f"{name}:{dims(r['min'])}..{dims(r['max'])}" for name, r in p.items())
+                         for p in spec.get("profiles") or []) or "static"
+    if toolchain == "onnxruntime":
+        return profiles, "fp32", (spec.get("onnxruntime") or {}).get("graph_optimization_level", "")
+    precision = ",".join(spec.get("precision") or []) or "fp32"
+    precision += "+tf32" if spec.get("tf32", True) else ""
+    return profiles, precision, f"opt {spec.get('optimization_level', 3)}"
 
 
 @app.command()

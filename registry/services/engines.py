@@ -6,8 +6,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.db.session import Database
-from registry.db.tables import Engine
-from registry.errors import EngineNotFound
+from registry.db.tables import Engine, Model
+from registry.errors import EngineNotFound, ModelNotFound
 from registry.schemas import EngineInfo
 
 
@@ -19,11 +19,15 @@ def get_engine(session: Session, engine_id: str) -> Engine:
 
 
 def list_engines(db: Database, model: str | None = None) -> list[EngineInfo]:
+    """Engines newest first (of one model: ModelNotFound when the farm has no such model)."""
     query = select(Engine).order_by(Engine.created_at.desc())
     if model:
         query = query.where(Engine.model_id == model)
     with db.session() as s:
-        return [engine_info(r) for r in s.scalars(query)]
+        rows = [engine_info(r) for r in s.scalars(query)]
+        if model and not rows and s.get(Model, model) is None:
+            raise ModelNotFound(f"no model {model}; upload it first (trtfarm submit MODEL.onnx uploads it)")
+        return rows
 
 
 def read(db: Database, engine_id: str) -> EngineInfo:

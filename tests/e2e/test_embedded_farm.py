@@ -219,6 +219,16 @@ def test_unknown_ids_are_clear_errors(user, submitted):
     assert done.returncode != 0 and "build_not_found" in done.stderr and "trtfarm builds" in done.stderr
     done = cli("fetch", "sha256:" + "0" * 64, env=user["env"], cwd=user["cwd"])
     assert done.returncode != 0 and "404" in done.stderr and "Traceback" not in done.stderr
+    done = cli("engines", "sha256:" + "0" * 64, env=user["env"], cwd=user["cwd"])
+    assert done.returncode == 1 and "model_not_found" in done.stderr and "upload it first" in done.stderr
+
+
+def test_engines_table_shows_profile_precision_and_level(user, submitted):
+    done = cli("engines", str(user["model"]), env=user["env"], cwd=user["cwd"], timeout=60)
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    for column in ("profile (min..max)", "precision", "level", "input:1x3x16x16..8x3x16x16", "fp32", "extended"):
+        assert column in text, (column, done.stdout)
 
 
 def test_no_farm_url_and_unreachable_farm_are_clear_errors(user, tmp_path):
