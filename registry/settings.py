@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
 
-    # toolchains this worker runs: "tensorrt=/opt/trt86/bin/python,onnxruntime=python3"
+    # toolchains this worker runs: "tensorrt=/opt/trt86/bin/python,onnxruntime=python3"; a kind may repeat
+    # ("tensorrt=/opt/trt85/bin/python,tensorrt=/opt/trt86/bin/python": both versions' queues, one build at a time)
     toolchains: str = Field(default_factory=lambda: f"onnxruntime={sys.executable}")
     # GPU index this worker owns (CUDA_VISIBLE_DEVICES for its runners); None = all / CPU only
     gpu: int | None = None
@@ -98,20 +99,31 @@ class Settings(BaseSettings):
     def resolved_blob_url(self) -> str:
         return self.blob_url or f"file://{self.home / 'blobs'}"
 
-    def toolchain_interpreters(self) -> dict[str, str]:
-        """Parse TRTFARM_TOOLCHAINS into {kind: interpreter}."""
-        result: dict[str, str] = {}
+    def toolchain_entries(self) -> list[tuple[str, str]]:
+        """Parse TRTFARM_TOOLCHAINS into [(kind, interpreter)], in order; a kind may repeat (one worker serving
+        two TensorRT versions: tensorrt=/opt/trt85/bin/python,tensorrt=/opt/trt86/bin/python)."""
+        from registry.errors import InvalidInput
+
+        entries: list[tuple[str, str]] = []
         for item in filter(None, (p.strip() for p in self.toolchains.split(","))):
             kind, sep, python = item.partition("=")
-            if not sep or not python.strip():
-                from registry.errors import InvalidInput
-
+            if not sep or not kind.strip() or not python.strip():
                 raise InvalidInput(
                     f"TRTFARM_TOOLCHAINS item {item!r} is not kind=interpreter "
                     "(e.g. tensorrt=/opt/trt86/bin/python,onnxruntime=python3)"
                 )
-            result[kind.strip()] = python.strip()
-        return result
+            entry = (kind.strip(), python.strip())
+            if entry in entries:
+                raise InvalidInput(f"TRTFARM_TOOLCHAINS names {entry[0]}={entry[1]} twice")
+            entries.append(entry)
+        return entries
+
+    def toolchain_interpreters(self) -> dict[str, str]:
+        """{kind: interpreter} of the first interpreter given for each kind."""
+        first: dict[str, str] = {}
+        for kind, python in self.toolchain_entries():
+            first.setdefault(kind, python)
+        return first
 
 
 @functools.lru_cache(maxsize=1)

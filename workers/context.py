@@ -70,5 +70,11 @@ class WorkerContext(FarmStores):
 
 def discover(settings: Settings) -> WorkerContext:
     """Probe every toolchain in TRTFARM_TOOLCHAINS (runner --probe in its own interpreter)."""
-    found = [launcher.probe(kind, python) for kind, python in settings.toolchain_interpreters().items()]
+    found = [launcher.probe(kind, python) for kind, python in settings.toolchain_entries()]
+    seen: dict[tuple[str, str], str] = {}
+    for tc in found:
+        if (tc.kind, tc.version) in seen:
+            raise ToolchainError(f"TRTFARM_TOOLCHAINS: {seen[tc.kind, tc.version]} and {tc.interpreter} are both "
+                                 f"{tc.kind} {tc.version}; give each version once")
+        seen[tc.kind, tc.version] = tc.interpreter
     return WorkerContext(settings=settings, toolchains=found)

@@ -646,6 +646,19 @@ def ort_runtime() -> str:
     return f"onnxruntime=={onnxruntime.__version__}@{cpu_device()}"
 
 
+PEER_ORT_PYTHON = REPO / ".venv-ort-peer" / "bin" / "python"  # scripts/setup: an older onnxruntime
+
+
+@pytest.fixture(scope="session")
+def peer_ort() -> tuple[str, str]:
+    """(interpreter, version) of the second ONNX Runtime toolchain: the CPU two-version fleet."""
+    if not PEER_ORT_PYTHON.exists():
+        raise RuntimeError(f"{PEER_ORT_PYTHON} is missing: run scripts/setup (it makes the second ONNX Runtime)")
+    from workers.launcher import probe
+
+    return str(PEER_ORT_PYTHON), probe("onnxruntime", str(PEER_ORT_PYTHON)).version
+
+
 def built_engine_file(farm: RunningFarm, target: str, model: Path, seed: int) -> tuple[Any, Any, Path]:
     """Build a small convnet on a farm with a blob folder: (the build, its engine, the engine's stored file)."""
     from tests.models import convnet
