@@ -9,8 +9,8 @@ from fastapi import FastAPI
 
 from api import errors
 from api.limits import BodySizeLimit, RejectNul
-from api.routes import builds, docs, engines, health, keys, models
-from registry import __version__, auth
+from api.routes import builds, docs, engines, health, keys, models, retention
+from registry import __version__, auth, intake
 from registry.settings import Settings, get_settings
 from registry.stores import FarmStores
 
@@ -18,11 +18,16 @@ from registry.stores import FarmStores
 @asynccontextmanager
 async def _threads_within_the_pool(app: FastAPI) -> AsyncIterator[None]:
     """Sync routes run in anyio's thread pool; it gets no more threads than the database pool has
-    connections, so a burst queues in the event loop instead of timing out inside a thread."""
+    connections, so a burst queues in the event loop instead of timing out inside a thread. The model
+    intake's fork server starts with the process (it imports onnx meanwhile) and stops with it."""
     import anyio.to_thread
 
     anyio.to_thread.current_default_thread_limiter().total_tokens = app.state.stores.settings.pool().most
-    yield
+    intake.warm_up()
+    try:
+        yield
+    finally:
+        await anyio.to_thread.run_sync(intake.shut_down)
 
 
 def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> FastAPI:
@@ -40,7 +45,7 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
     app.state.stores = FarmStores(settings)
     app.state.auth_required = auth.auth_required(settings.auth, host)
     errors.install(app)
-    for module in (models, builds, engines, keys, health):
+    for module in (models, builds, engines, keys, health, retention):
         app.include_router(module.router)
     health.install_metrics(app, public=settings.metrics_public)
     docs.install(app, public=settings.docs_public)

@@ -1,12 +1,23 @@
 """A model upload received in one pass: the multipart body is parsed as it streams in, each file written
-into the upload folder and hashed in the same pass, 1 MiB at a time (in a worker thread, so the event loop
-keeps serving). Nothing is spooled twice and no file is held in memory; the digests go to the model
-service with the files (registry.services.models.register_model)."""
+into the upload folder and hashed in the same pass, 1 MiB at a time, in a worker thread while the event
+loop parses the next MiB (one write in flight: at most 2 MiB held). Nothing is spooled twice and no file
+is held in memory; the digests go to the model service with the files
+(registry.services.models.register_model).
+
+A file part may state its digest in a `Content-Digest: sha-256=:<base64>:` header (RFC 9530), as the SDK
+does (it hashed the model for its HEAD anyway): then the blob store may send the file on while it arrives
+(BlobStore.begin_stream: S3 starts the multipart upload at once), and the digest computed here must match
+the claim (else 422, nothing kept)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import errno
 import hashlib
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -16,6 +27,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from registry.blobs.base import StreamedPut
 from registry.errors import InvalidModel, StoreFull, TooLarge
 
 FLUSH = 1 << 20
@@ -33,28 +45,26 @@ class _Part:
     size: int = 0
     pending: bytearray = field(default_factory=bytearray)
     done: bool = False
+    claimed: str | None = None  # its Content-Digest
+    stream: StreamedPut | None = None
 
-    def flush(self) -> None:
-        if self.out is not None and self.pending:
-            self.out.write(self.pending)
-            self.digest.update(self.pending)
-            self.size += len(self.pending)
-        self.pending.clear()
-        if self.done and self.out is not None:
-            self.out.close()
+    def take(self) -> bytearray:
+        data, self.pending = self.pending, bytearray()
+        return data
 
 
 @dataclass
 class Received:
     main: str | None = None
     files: dict[str, tuple[str, int]] = field(default_factory=dict)  # relative path -> (sha256:…, size)
+    streams: dict[str, StreamedPut] = field(default_factory=dict)  # relative path -> sent while it arrived
 
 
 class _Parts:
     """The parser's callbacks: each part's headers, then its bytes into the part (when it is a model file)."""
 
-    def __init__(self, max_files: int) -> None:
-        self.max_files, self.received, self.open = max_files, Received(), []
+    def __init__(self, max_files: int, folder: Path, stream: Streamer | None) -> None:
+        self.max_files, self.folder, self.stream, self.open, self.finished = max_files, folder, stream, [], []
         self.current, self.headers, self.name = _Part(), {}, bytearray()
 
     def callbacks(self) -> dict:
@@ -79,10 +89,15 @@ class _Parts:
         part.form_field = disposition.get(b"name", b"").decode("utf-8", "replace")
         filename = disposition.get(b"filename")
         if part.form_field in (MAIN, EXTERNAL) and filename is not None:
-            if len(self.received.files) + len(self.open) >= self.max_files:
+            if len(self.finished) + len(self.open) >= self.max_files:
                 raise TooLarge(f"more than {self.max_files} files in one upload")
             default = "model.onnx" if part.form_field == MAIN else ""
             part.filename = safe_name(filename.decode("utf-8", "replace") or default)
+            if any(p.filename == part.filename for p in (*self.open, *self.finished)):
+                raise InvalidModel(f"the upload has two files named {part.filename!r}; send each file once")
+            part.claimed = content_digest(self.headers.get(b"content-digest"), part.filename)
+            if part.claimed is not None and self.stream is not None:
+                part.stream = self.stream(self.folder / part.filename, part.claimed)
             self.open.append(part)
 
     def data(self, chunk: bytes, start: int, end: int) -> None:
@@ -93,51 +108,126 @@ class _Parts:
         self.current.done = True
 
 
-async def receive(request: Request, folder: Path, max_files: int = 10_000) -> Received:
-    """Stream the request's multipart body into `folder`; the main file's name and every file's digest."""
+Streamer = Callable[[Path, str], "StreamedPut | None"]
+
+
+async def receive(request: Request, folder: Path, max_files: int = 10_000, stream: Streamer | None = None
+                  ) -> Received:
+    """Stream the request's multipart body into `folder`; the main file's name and every file's digest.
+    `stream(path, claimed digest)`: a StreamedPut for a file whose part states its digest (fed as it is
+    written); those started are handed over in `Received.streams`, the others aborted when this fails."""
     kind, params = parse_options_header(request.headers.get("content-type", ""))
     if kind != b"multipart/form-data" or not params.get(b"boundary"):
         raise InvalidModel("upload the model as multipart/form-data: field 'file' (the .onnx), external data in "
                            "fields named 'files'")
-    parts = _Parts(max_files)
+    parts, writer = _Parts(max_files, folder, stream), _Writer(folder)
     parser = MultipartParser(params[b"boundary"], parts.callbacks())
     try:
-        async for chunk in request.stream():
-            parser.write(chunk)
-            await _flush(parts.open, folder, parts.received, final=False)
-        parser.finalize()
-        unfinished = [p.filename for p in parts.open if not p.done]
-        if unfinished:
-            raise InvalidModel(f"the multipart body ends inside file {unfinished[0]!r} (no closing boundary): the "
-                               "upload is incomplete; send it again")
-        await _flush(parts.open, folder, parts.received, final=True)
-    except MultipartParseError as exc:
-        raise InvalidModel(f"the multipart body is malformed ({exc}); send field 'file' with the .onnx") from None
-    finally:
-        for part in parts.open:
-            if part.out is not None:
-                part.out.close()
-    return parts.received
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+                await _flush(parts, writer, final=False)
+            parser.finalize()
+            unfinished = [p.filename for p in parts.open if not p.done]
+            if unfinished:
+                raise InvalidModel(f"the multipart body ends inside file {unfinished[0]!r} (no closing boundary): "
+                                   "the upload is incomplete; send it again")
+            await _flush(parts, writer, final=True)
+            await writer.drain()
+        except MultipartParseError as exc:
+            raise InvalidModel(f"the multipart body is malformed ({exc}); send field 'file' with the .onnx") from None
+        finally:
+            with suppress(BaseException):  # the write in flight ends before its file closes (its error: raised)
+                await writer.drain()
+            for part in (*parts.open, *parts.finished):
+                if part.out is not None:
+                    part.out.close()
+        return _received(parts.finished)
+    except BaseException:
+        for part in (*parts.open, *parts.finished):
+            if part.stream is not None:
+                with suppress(BaseException):
+                    await run_in_threadpool(part.stream.abort)
+        raise
 
 
-async def _flush(parts: list[_Part], folder: Path, received: Received, final: bool) -> None:
-    for part in list(parts):
-        if part.done or final or len(part.pending) >= FLUSH:
-            await run_in_threadpool(_write, part, folder)
-        if part.done or final:
-            parts.remove(part)
-            received.files[part.filename] = ("sha256:" + part.digest.hexdigest(), part.size)
-            if part.form_field == MAIN and received.main is None:
-                received.main = part.filename
+def _received(finished: list[_Part]) -> Received:
+    received = Received()
+    for part in finished:
+        digest = "sha256:" + part.digest.hexdigest()
+        if part.claimed is not None and digest != part.claimed:
+            raise InvalidModel(f"file {part.filename!r} hashes to {digest}, not to the digest its Content-Digest "
+                               f"header states ({part.claimed}): it changed on the way; send it again")
+        received.files[part.filename] = (digest, part.size)
+        if part.stream is not None:
+            received.streams[part.filename] = part.stream
+        if part.form_field == MAIN and received.main is None:
+            received.main = part.filename
+    return received
 
 
-def _write(part: _Part, folder: Path) -> None:
+def content_digest(value: bytes | None, filename: str) -> str | None:
+    """'sha256:<hex>' from a `Content-Digest: sha-256=:<base64>:` header (RFC 9530); None without one, or
+    with only other algorithms. InvalidModel for a sha-256 value that is not 32 bytes of base64."""
+    if not value:
+        return None
+    for item in value.decode("latin-1").split(","):
+        algorithm, _, rest = item.strip().partition("=")
+        if algorithm.strip().lower() != "sha-256":
+            continue
+        try:
+            raw = base64.b64decode(rest.strip().strip(":"), validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise InvalidModel(f"the Content-Digest header of file {filename!r} is not sha-256=:<base64 of the 32-byte "
+                               "sha256>: (RFC 9530)")
+        return "sha256:" + raw.hex()
+    return None
+
+
+class _Writer:
+    """Writes and hashes the parts' bytes in a worker thread, one write in flight, in order."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.task = folder, None
+
+    async def submit(self, part: _Part, data: bytearray, last: bool) -> None:
+        await self.drain()
+        self.task = asyncio.ensure_future(run_in_threadpool(_write, part, self.folder, data, last))
+
+    async def drain(self) -> None:
+        task, self.task = self.task, None
+        if task is not None:
+            await task
+
+
+async def _flush(parts: _Parts, writer: _Writer, final: bool) -> None:
+    for part in list(parts.open):
+        last = part.done or final
+        if last or len(part.pending) >= FLUSH:
+            await writer.submit(part, part.take(), last)
+        if last:
+            parts.open.remove(part)
+            parts.finished.append(part)
+
+
+def _write(part: _Part, folder: Path, data: bytearray, last: bool) -> None:
     try:
         if part.out is None:
             dest = folder / part.filename
             dest.parent.mkdir(parents=True, exist_ok=True)
-            part.out = open(dest, "wb")  # noqa: SIM115 - closed by flush() at the part's end, or receive()
-        part.flush()  # (and closes the file once the part ended)
+            part.out = open(dest, "wb")  # noqa: SIM115 - closed here at the part's end, or by receive()
+        if data:
+            part.out.write(data)
+            part.digest.update(data)
+            part.size += len(data)
+        if last:
+            part.out.close()
+        elif part.stream is not None:
+            part.out.flush()  # what the stream reads from the file is there
+        if part.stream is not None:
+            (part.stream.finish if last else part.stream.grow)(part.size)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StoreFull("the API's upload folder is full; nothing was kept. Free space (or point TMPDIR "

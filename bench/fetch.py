@@ -2,7 +2,8 @@
 (`trtfarm api`, SQLite, a blob folder) holding a model of MODEL_MB and an engine of ENGINE_MB.
 
 1. cold fetch by model id (resolve + streamed download + sha256 + rename) vs `shutil.copyfile` of the
-   same blob file (the floor of a folder store on this disk);
+   same blob file (the floor of a folder store on this disk), in interleaved pairs; then cold fetches of
+   the same blob with its verified-stamp removed (the API hashes it as it streams);
 2. a cache hit by model id, in process (µs per call);
 3. a cache hit by model file path: the first call hashes (and parses) the model, a repeat finds its
    digest by path, size, mtime and inode;
@@ -111,11 +112,36 @@ def s3_cold_fetch(engine_mb: int) -> dict:
             "s3_cold_over_boto3": round(statistics.median(colds) / statistics.median(raw), 2)}
 
 
+def folder_cold_fetch(url: str, home: Path, digest: str, model_id: str, spec: dict, runs: int) -> dict:
+    """Cold fetches (a new cache each) against `shutil.copyfile` of the blob file, in interleaved pairs so
+    that both see the same load; then with the blob's verified-stamp removed before each fetch."""
+    from registry.client import Farm
+
+    store = home / "farm" / "blobs"
+    blob = store / "blobs" / "sha256" / digest[7:9] / digest[7:]
+    stamp = store / "verified" / "sha256" / digest[7:9] / digest[7:]
+    copies, colds, unstamped = [], [], []
+    for i in range(runs):
+        copies += timed(lambda: shutil.copyfile(blob, home / "copy"), 1)
+        with Farm(url, cache_dir=home / f"cold{i}") as sdk:
+            colds += timed(lambda sdk=sdk: sdk.fetch(model_id, TARGET, spec), 1)
+    for i in range(max(1, runs // 2)):
+        stamp.unlink(missing_ok=True)
+        with Farm(url, cache_dir=home / f"unstamped{i}") as sdk:
+            unstamped += timed(lambda sdk=sdk: sdk.fetch(model_id, TARGET, spec), 1)
+    copy, cold = statistics.median(copies), statistics.median(colds)
+    return {"cold_fetch_s": round(cold, 3), "copyfile_s": round(copy, 3), "cold_over_copyfile": round(cold / copy, 2),
+            "cold_fetch_runs_s": [round(t, 3) for t in colds], "copyfile_runs_s": [round(t, 3) for t in copies],
+            "cold_fetch_unstamped_s": round(statistics.median(unstamped), 3),
+            "unstamped_over_copyfile": round(statistics.median(unstamped) / copy, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model-mb", type=int, default=100)
     parser.add_argument("--engine-mb", type=int, default=100)
     parser.add_argument("--hits", type=int, default=1000)
+    parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--json")
     args = parser.parse_args()
     from registry.client import Farm
@@ -128,12 +154,7 @@ def main() -> None:
                "TRTFARM_HOME": str(home / "farm")}
         api, url = serve(["-m", "registry.cli", "api", "--no-dispatcher"], env)
         try:
-            blob = home / "farm" / "blobs" / "blobs" / "sha256" / digest[7:9] / digest[7:]
-            copy = statistics.median(timed(lambda: shutil.copyfile(blob, home / "copy"), 3))
-            colds = []
-            for i in range(3):
-                with Farm(url, cache_dir=home / f"cold{i}") as sdk:
-                    colds += timed(lambda sdk=sdk: sdk.fetch(model_id, TARGET, spec), 1)
+            cold = folder_cold_fetch(url, home, digest, model_id, spec, args.cold_runs)
             sdk = Farm(url, cache_dir=home / "cache")
             sdk.fetch(model_id, TARGET, spec)
             by_id = timed(lambda: sdk.fetch(model_id, TARGET, spec), args.hits)
@@ -148,9 +169,7 @@ def main() -> None:
             api.terminate()
             api.wait(30)
     report = {
-        "model_bytes": model_bytes, "engine_mb": args.engine_mb, **s3_cold_fetch(args.engine_mb),
-        "cold_fetch_s": round(statistics.median(colds), 3), "copyfile_s": round(copy, 3),
-        "cold_over_copyfile": round(statistics.median(colds) / copy, 2),
+        "model_bytes": model_bytes, "engine_mb": args.engine_mb, **s3_cold_fetch(args.engine_mb), **cold,
         "hit_by_id_us": round(statistics.median(by_id) * 1e6, 1),
         "first_fetch_by_path_ms": round(first_by_path * 1000, 1),
         "hit_by_path_ms": round(statistics.median(by_path) * 1000, 3),

@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--builds", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--direct", type=int, default=10)
+    parser.add_argument("--cold-runners", action="store_true",
+                        help="a fresh runner process per command (TRTFARM_WARM_RUNNERS=false), as before warm runners")
     parser.add_argument("--json")
     args = parser.parse_args()
     port = free_port()
@@ -114,12 +116,14 @@ def main() -> None:
             runner_s = direct(model, args.direct, tmp)
             env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRTFARM_")}, "TRTFARM_HOME": tmp_name,
                    "TRTFARM_DATABASE_URL": url, "TRTFARM_BLOB_URL": f"file://{tmp}/blobs",
-                   "TRTFARM_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
+                   "TRTFARM_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+                   "TRTFARM_WARM_RUNNERS": "false" if args.cold_runners else "true"}
             run = farm_run(env, model, args.builds, args.workers, tmp)
     finally:
         stop([broker])
     per_build = run["wall_s"] * args.workers / args.builds
-    report = {"builds": args.builds, "workers": args.workers, **run, "per_build_on_one_worker_s": round(per_build, 3),
+    report = {"builds": args.builds, "workers": args.workers, "warm_runners": not args.cold_runners,
+              **run, "per_build_on_one_worker_s": round(per_build, 3),
               "runner_build_alone_s": round(runner_s, 3), "added_per_build_ms": round((per_build - runner_s) * 1000)}
     print(json.dumps(report, indent=2))
     if args.json:

@@ -3,7 +3,8 @@ required, a submit key), seeded like bench/registry_load.py.
 
 1. wrk, 100 connections, S seconds: every request POSTs the same build request (the build exists: each
    answer is 200 with it), beside a bare FastAPI POST route answering a JSON body of the same size
-   (bench/bare_app.py) under the same load; the ratio of requests/s.
+   (bench/bare_app.py) under the same load; the ratio of requests/s. The same load once more against an
+   API with its read cache off (every duplicate submit reads the database).
 2. 1,000 concurrent identical submits of a new build request (httpx, 1,000 connections at once): exactly
    one 201, 999 × 200 with the same id, one build row with that key.
 
@@ -76,6 +77,13 @@ def main() -> None:
                 once = asyncio.run(stampede(api_url, seeded["token"], fresh, args.stampede))
                 first = httpx.post(api_url + "/v1/builds", json=fresh, headers=headers).json()["id"]
                 once["build_rows_with_the_key"] = builds_with_key(dbname, first)
+                stop([api])
+                uncached, uncached_url = serve(["-m", "registry.cli", "api", "--no-dispatcher"],
+                                               {**env, "TRTFARM_READ_CACHE": "false"})
+                procs.append(uncached)
+                from_database = load([uncached_url], [(1.0, "POST", "/v1/builds", {"json": seeded["request"]})],
+                                     args.connections, args.seconds, Path(tmp), seeded["token"])
+                stop([uncached])
                 bare, bare_url = serve(["bench/bare_app.py"], {**env, "BENCH_BODY_BYTES": str(len(body))})
                 procs.append(bare)
                 baseline = load([bare_url], [(1.0, "POST", "/bare", {"json": seeded["request"]})],
@@ -83,7 +91,9 @@ def main() -> None:
         finally:
             stop(procs)
     report = {"connections": args.connections, "seconds": args.seconds, "duplicate_submits": submits,
+              "duplicate_submits_read_cache_off": from_database,
               "bare_post_same_body": baseline, "submit_over_bare_rps": round(submits["rps"] / baseline["rps"], 3),
+              "uncached_submit_over_bare_rps": round(from_database["rps"] / baseline["rps"], 3),
               "response_bytes": len(body), "stampede": once}
     print(json.dumps(report, indent=2))
     if args.json:

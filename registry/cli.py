@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from registry.errors import FarmError, InvalidSpec
 from registry.status import BuildStatus
@@ -38,7 +39,7 @@ def main() -> None:
 def _client_command(args: list[str]) -> bool:
     first = next((a for a in args if not a.startswith("-")), None)
     names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands if c.callback}
-    return first in names
+    return first in names | {g.name for g in app.registered_groups}
 
 
 def add_server_commands(cli: typer.Typer) -> None:
@@ -137,6 +138,9 @@ def _spec_from_flags(spec_json: str | None, **flags: Any) -> dict:
             name, sep, ranges = item.rpartition(":")
             if not sep or not name:
                 raise typer.BadParameter(f"--shape {item!r}: use NAME:MIN,OPT,MAX")
+            if name in profile:
+                raise InvalidSpec(f"--shape gives input {name!r} two ranges; one range per input (for several "
+                                  "optimization profiles, use --spec with a list of profiles)")
             profile[name] = ShapeRange.parse(ranges).model_dump(mode="json")
         spec["profiles"] = [profile]
     for name in ("optimization_level", "hardware_compatibility", "refit", "workspace_mib"):
@@ -222,7 +226,9 @@ def _print_build(build) -> None:  # noqa: ANN001
     if build.waiting_reason:
         out.print(f"  waiting: {build.waiting_reason}")
     if build.error:
-        out.print(f"  [red]{build.error.code}[/red]: {build.error.message}")
+        out.print(f"  [red]{build.error.code}[/red]: {escape(build.error.message)}")
+    for warning in build.warnings:
+        out.print(f"  [yellow]warning[/yellow] {warning.code}: {escape(warning.message)}")
     if build.engine_id:
         out.print(f"  engine {build.engine_id}")
 
@@ -234,6 +240,9 @@ def fetch(
     runtime: str = typer.Option("auto", help="'auto' or e.g. tensorrt==8.6.0@h100-80gb-hbm3 / "
                                 "onnxruntime==1.23.2@x86_64-avx2"),
     spec_json: Optional[str] = typer.Option(None, "--spec", help="only engines built with this spec (JSON)"),
+    shape: list[str] = typer.Option([], "--shape", help="NAME:1x3x224x224 (repeatable): an engine whose "
+                                    "profiles hold these shapes"),
+    refresh: bool = typer.Option(False, "--refresh", help="ask the farm again instead of the local index"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fetch the engine your runtime can load into the local cache (sha256 verified)."""
@@ -241,8 +250,11 @@ def fetch(
     from registry.localfiles import copy_out
 
     spec = _json_spec(spec_json)
-    question = (model, runtime, json.dumps(spec, sort_keys=True) if spec is not None else None)
-    cache_path = None if output and output.is_dir() else quickfetch.answer(*question)  # no SDK loaded for it
+    shapes = _fetch_shapes(shape)
+    wanted = json.dumps({"spec": spec, "shapes": shapes}, sort_keys=True) if shapes else None
+    question = (model, runtime, wanted or (json.dumps(spec, sort_keys=True) if spec is not None else None))
+    fresh = refresh or (output is not None and output.is_dir())
+    cache_path = None if fresh else quickfetch.answer(*question)  # no SDK loaded for it
     if cache_path is not None:
         path = copy_out(cache_path, output, cache_path.name) if output else cache_path
     else:
@@ -252,8 +264,8 @@ def fetch(
         layout = farm.model_files(Path(model)) if Path(model).exists() else []  # hashed once, if at all
         model_id = id_of(f for f, _ in layout) if layout else model
         files = [local for _, local in layout]
-        path = farm.fetch(model_id, runtime=runtime, spec=spec, dest=output)
-        cache_path = farm.cached(model_id, runtime=runtime, spec=spec) or path  # local: no network
+        path = farm.fetch(model_id, runtime=runtime, spec=spec, dest=output, shapes=shapes, refresh=refresh)
+        cache_path = farm.cached(model_id, runtime=runtime, spec=spec, shapes=shapes) or path  # local: no network
         quickfetch.remember(*question, Path(cache_path), "sha256:" + Path(cache_path).name.split(".")[0],
                             Path(cache_path).stat().st_size, files)
     path = _with_engine_suffix(Path(path), Path(cache_path), output)
@@ -261,6 +273,24 @@ def fetch(
         _print_json({"path": str(Path(path).absolute()), "cache_path": str(Path(cache_path).absolute())})
     else:
         out.print(str(path), markup=False, highlight=False)
+
+
+def _fetch_shapes(items: list[str]) -> dict[str, list[int]] | None:
+    """--shape NAME:1x3x224x224 items of fetch (one shape per input, not a range)."""
+    if not items:
+        return None  # nothing imported: a repeated fetch is answered without the SDK's modules
+    from registry.spec import parse_shape
+
+    shapes: dict[str, list[int]] = {}
+    for item in items:
+        name, sep, dims = item.rpartition(":")
+        if not sep or not name or name in shapes:
+            raise InvalidSpec(f"--shape {item!r}: give NAME:1x3x224x224, one per input")
+        try:
+            shapes[name] = list(parse_shape(dims))
+        except ValueError:
+            raise InvalidSpec(f"--shape {item!r}: dimensions must be integers separated by 'x'") from None
+    return shapes or None
 
 
 def _with_engine_suffix(path: Path, cache_path: Path, output: Path | None) -> Path:
@@ -302,6 +332,9 @@ def log(build_id: str, follow: bool = typer.Option(False, "-f", "--follow",
     shown: list[str] = []
     while True:
         build = farm.build(build_id)  # before the log: a build that ended has its whole log by now
+        if build.status == BuildStatus.QUEUED:  # no log yet: nothing to show
+            time.sleep(1.0)
+            continue
         lines = farm.log(build_id).splitlines()
         for new in lines[_overlap(shown, lines):]:
             out.print(new, markup=False, highlight=False)
@@ -328,7 +361,34 @@ def cancel(build_id: str) -> None:
     _print_build(_farm().cancel(build_id))
 
 
-@app.command()
+class _ListByDefault(TyperGroup):
+    """`trtfarm engines MODEL` lists (as `engines list MODEL`); `engines pin ID` and `unpin ID` are commands."""
+
+    def resolve_command(self, ctx, args):  # noqa: ANN001, ANN202
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args.insert(0, "list")
+        return super().resolve_command(ctx, args)
+
+
+engines_app = typer.Typer(cls=_ListByDefault, help="A model's engines: list them (engines MODEL), pin, unpin.")
+app.add_typer(engines_app, name="engines")
+
+
+@engines_app.command("pin")
+def pin_engine(engine_id: str) -> None:
+    """Keep an engine whatever `trtfarm gc` would remove (admin)."""
+    e = _farm().pin(engine_id)
+    out.print(f"engine {e.id} pinned", markup=False, highlight=False)
+
+
+@engines_app.command("unpin")
+def unpin_engine(engine_id: str) -> None:
+    """Let gc's rules apply to a pinned engine again (admin)."""
+    e = _farm().unpin(engine_id)
+    out.print(f"engine {e.id} unpinned", markup=False, highlight=False)
+
+
+@engines_app.command("list")
 def engines(model: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """List a model's engines (a .onnx path or a model id)."""
     items = _farm().engines(model)
@@ -339,12 +399,12 @@ def engines(model: str, as_json: bool = typer.Option(False, "--json")) -> None:
                   markup=False, highlight=False)
         return None
     table = Table("id", "toolchain", "version", "device", "profile (min..max)", "precision", "level", "compat",
-                  "size", "valid", "p50 ms")
+                  "size", "valid", "p50 ms", "pinned")
     for e in items:
         profile, precision, level = spec_columns(e.spec, e.toolchain)
         table.add_row(e.id[:12], e.toolchain, e.version, e.device, profile, precision, level, e.hardware_compatibility,
                       str(e.size), str(e.validation_passed),
-                      f"{e.latency_p50_ms:.3f}" if e.latency_p50_ms is not None else "")
+                      f"{e.latency_p50_ms:.3f}" if e.latency_p50_ms is not None else "", "yes" if e.pinned else "")
     out.print(table)
     return None
 
@@ -364,17 +424,76 @@ def spec_columns(spec: dict, toolchain: str) -> tuple[str, str, str]:
 
 
 @app.command()
-def workers(as_json: bool = typer.Option(False, "--json")) -> None:
-    """List the fleet's workers and the queues they serve."""
+def gc(keep_last: int = typer.Option(..., "--keep-last", min=0, help="keep the newest N per (model, target, spec)"),
+       unused_days: float = typer.Option(..., "--unused-days", min=0,
+                                         help="keep engines downloaded or built within D days"),
+       dry_run: bool = typer.Option(False, "--dry-run", help="only say what would go"),
+       as_json: bool = typer.Option(False, "--json")) -> None:
+    """Remove engines that are not pinned, not among the newest N, not used within D days (admin)."""
+    report = _farm().gc(keep_last, unused_days, dry_run=dry_run)
+    if as_json:
+        return _print_json(report.model_dump(mode="json"))
+    table = Table("engine", "model", "target", "size", "created", "last fetched")
+    for r in report.removed:
+        table.add_row(r.engine_id[:12], r.model[7:19], r.target, str(r.size), r.created_at.strftime("%Y-%m-%d"),
+                      r.last_fetched_at.strftime("%Y-%m-%d %H:%M") if r.last_fetched_at else "never")
+    out.print(table)
+    kept = ", ".join(f"{n} {why}" for why, n in sorted(report.kept.items())) or "none"
+    verb = "would remove" if report.dry_run else "removed"
+    out.print(f"{verb} {len(report.removed)} engine(s); kept {kept}"
+              + ("" if report.dry_run else f"; {report.blobs_removed} blob(s), {report.bytes_freed} bytes freed"))
+    return None
+
+
+@app.command("delete-model")
+def delete_model(model: str, yes: bool = typer.Option(False, "--yes", help="no question asked")) -> None:
+    """Remove a model with its builds, engines and the blobs nothing else uses (admin)."""
+    if not yes and not typer.confirm(f"remove model {model} with all its builds and engines?"):
+        raise typer.Exit(1)
+    done = _farm().delete_model(model)
+    out.print(f"removed model {done.model}: {done.engines} engine(s), {done.files} file(s), "
+              f"{done.blobs_removed} blob(s)", markup=False, highlight=False)
+
+
+workers_app = typer.Typer(help="The fleet's workers: list them, drain one, resume it.", invoke_without_command=True)
+app.add_typer(workers_app, name="workers")
+
+
+@workers_app.callback()
+def workers(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the fleet's workers, what they serve and what they do."""
+    if ctx.invoked_subcommand is not None:
+        return None
     items = _farm().workers()
     if as_json:
         return _print_json([w.model_dump(mode="json") for w in items])
-    table = Table("name", "live", "toolchains", "queues", "building")
+    table = Table("name", "state", "toolchains", "queues", "building", "last seen")
     for w in items:
         tcs = ", ".join(f"{t['kind']}=={t['version']}" for t in w.toolchains)
-        table.add_row(w.name, str(w.live), tcs, "\n".join(w.queues), w.current_build or "")
+        table.add_row(w.name, w.state, tcs, "\n".join(w.queues), w.current_build or "",
+                      w.last_seen.strftime("%Y-%m-%d %H:%M:%S"))
     out.print(table)
+    return None
 
+
+@workers_app.command("drain")
+def drain_worker(name: str) -> None:
+    """The worker finishes its current build and takes no new one (until `resume`; it survives restarts)."""
+    w = _farm().drain(name)
+    out.print(f"worker {w.name}: {w.state}" + (f" (finishing build {w.current_build})" if w.current_build else ""),
+              markup=False, highlight=False)
+
+
+@workers_app.command("resume")
+def resume_worker(name: str) -> None:
+    """A drained worker takes builds again."""
+    w = _farm().resume(name)
+    out.print(f"worker {w.name}: {w.state}", markup=False, highlight=False)
+
+
+from registry.clifleet import register as _register_fleet_commands  # noqa: E402 - it imports from here
+
+_register_fleet_commands(app)
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ import httpx
 from registry import __version__, onnxinfo
 from registry.atomic import PART_PREFIX, atomic_file, sweep
 from registry.compat import Runtime
-from registry.digests import CHUNK, ModelFile, canonical_json, digest_of_file, is_digest, model_id, sha256_hex
+from registry.digests import ModelFile, canonical_json, digest_of_file, is_digest, model_id, sha256_hex
 from registry.errors import (
     BuildCancelled,
     BuildFailed,
@@ -41,16 +41,17 @@ from registry.errors import (
     Unreachable,
     error_for_code,
 )
+from registry.fleetclient import FleetOps
 from registry.keys import spec_family
 from registry.localfiles import (
     PathDigests,
     cached_ok,
-    copy_hashing,
     copy_out,
     default_cache_dir,
     mark_verified,
     stamp_path,
 )
+from registry.planheader import check_loadable
 from registry.runtime import as_runtime
 from registry.schemas import (
     BuildInfo,
@@ -64,6 +65,7 @@ from registry.schemas import (
 )
 from registry.spec import BuildSpec, parse_spec, shape_text
 from registry.status import BuildStatus
+from registry.transfer import receive
 
 MAX_REDIRECTS = 5
 PART_IDLE_S = 15 * 60  # a download untouched this long was killed: its temp file is swept
@@ -72,7 +74,7 @@ SpecLike = BuildSpec | Mapping[str, Any] | None
 Progress = Callable[[BuildInfo], Any]
 
 
-class Farm:
+class Farm(FleetOps):
     """A client of one farm. Thread-compatible (one per thread), usable as a context manager."""
 
     def __init__(
@@ -162,14 +164,17 @@ class Farm:
     def upload(self, path: str | os.PathLike[str],
                external_data: Sequence[os.PathLike[str] | str] | None = None) -> ModelInfo:
         """Upload a model unless the farm has it already (HEAD first). Files are streamed from disk."""
+        from base64 import b64encode
+
         files = self.model_files(path, external_data)
         mid = model_id(f for f, _ in files)
         if self.has_model(mid):
             return self.model(mid)
-        with ExitStack() as stack:
+        with ExitStack() as stack:  # each part states its digest (RFC 9530): the farm may send it on as it arrives
             parts = [
                 ("file" if i == 0 else "files",
-                 (f.path, stack.enter_context(open(local, "rb")), "application/octet-stream"))
+                 (f.path, stack.enter_context(open(local, "rb")), "application/octet-stream",
+                  {"Content-Digest": f"sha-256=:{b64encode(bytes.fromhex(f.sha256[7:])).decode()}:"}))
                 for i, (f, local) in enumerate(files)
             ]
             info = ModelInfo.model_validate(self._request("POST", "/v1/models", files=parts).json())
@@ -304,32 +309,36 @@ class Farm:
         progress: Progress | None = None,
         refresh: bool = False,
         verify_cached: bool = False,
+        shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> Path:
         """The local path of a verified engine for `runtime` (detected with 'auto').
 
         A question answered before (same farm, model, runtime, spec family) is answered from the local
         index with no network call while its blob is cached; `refresh=True` asks the farm again. With
         `build_if_missing`, a missing engine is built (target from `target` or the runtime) and waited for.
-        `dest` gets a copy of the engine; its path is returned then.
+        `dest` gets a copy of the engine; its path is returned then. `shapes` ({input: shape}) asks for an engine
+        whose optimization profiles hold those shapes (a 422 naming the engines' ranges when none does).
         """
         rt = self.runtime(runtime)
         mid = self._model_ref(model, upload=False)
-        question = self._question(mid, rt, spec)
+        question = self._question(mid, rt, spec, shapes)
         engine = None if refresh else self._index_hit(question, verify_cached)
         if engine is None:
             engine = self._resolve_or_build(model, mid, rt, spec, build_if_missing, target, wait_timeout,
-                                            progress).engine
+                                            progress, shapes).engine
             self._ensure_blob(engine, verify_cached)
             self._index_write(question, engine)
         blob = self.engine_path(engine)
+        check_loadable(blob, engine.toolchain, engine.version_compatible, rt.version)
         return blob if dest is None else copy_out(blob, Path(dest), Path(engine.filename).name or blob.name)
 
     def _resolve_or_build(
         self, model: Any, mid: str, rt: Runtime, spec: SpecLike, build_if_missing: bool,
         target: str | None, wait_timeout: float | None, progress: Progress | None,
+        shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> Resolution:
         try:
-            return self.resolve(mid, rt, spec)
+            return self.resolve(mid, rt, spec, shapes)
         except (NoCompatibleEngine, ModelNotFound) as exc:
             if not build_if_missing:
                 raise
@@ -337,7 +346,7 @@ class Farm:
         if missing_model and not (isinstance(model, str) and is_digest(model)):
             self.upload(model)
         self.submit(mid, target or rt.target(), spec, wait=True, timeout=wait_timeout, progress=progress)
-        return self.resolve(mid, rt, spec)
+        return self.resolve(mid, rt, spec, shapes)
 
     def blob_path(self, digest: str, suffix: str = "") -> Path:
         """Where the cache keeps a blob: cache_dir/engines/sha256/<ab>/<hex><suffix>."""
@@ -369,7 +378,7 @@ class Farm:
             sweep(self.cache_dir, f"{PART_PREFIX}*", PART_IDLE_S, recursive=True)
         with atomic_file(path, "wb", file_mode=0o444) as out, self._artifact(engine.id) as response:
             try:
-                digest, size = copy_hashing(response.iter_bytes(CHUNK), out, limit=engine.size)
+                digest, size = receive(response, out, limit=engine.size)
             except httpx.TransportError as exc:  # the farm refuses to finish a blob that fails its digest, too
                 raise Unreachable(f"the download of engine {engine.id} broke off ({exc}); nothing was kept. "
                                   "Try again; if it repeats, the farm's copy may be corrupt (see its log)") from exc
@@ -415,9 +424,13 @@ class Farm:
 
     # ------------------------------------------------------------------------------ local index
 
-    def _question(self, mid: str, rt: Runtime, spec: SpecLike) -> dict[str, Any]:
+    def _question(self, mid: str, rt: Runtime, spec: SpecLike,
+                  shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
         """What a fetch asks; the local index is keyed by its canonical JSON."""
-        return {"farm": self.url, "model": mid, "runtime": rt.to_query(), "spec_family": family_of(spec)}
+        question = {"farm": self.url, "model": mid, "runtime": rt.to_query(), "spec_family": family_of(spec)}
+        if shapes:  # absent without shapes: the index of earlier fetches keeps answering them
+            question["shapes"] = {name: [int(d) for d in dims] for name, dims in sorted(shapes.items())}
+        return question
 
     def _index_path(self, question: dict[str, Any]) -> Path:
         return self.cache_dir / "index" / f"{sha256_hex(canonical_json(question))}.json"
@@ -435,9 +448,9 @@ class Farm:
             f.write(engine.model_dump_json())
 
     def cached(self, model: str | os.PathLike[str], runtime: str | Runtime | Any = "auto",
-               spec: SpecLike = None) -> Path | None:
+               spec: SpecLike = None, shapes: Mapping[str, Sequence[int]] | None = None) -> Path | None:
         """The engine a previous fetch of this question stored, if still cached (no network)."""
-        question = self._question(self._model_ref(model, upload=False), self.runtime(runtime), spec)
+        question = self._question(self._model_ref(model, upload=False), self.runtime(runtime), spec, shapes)
         engine = self._index_hit(question, verify=False)
         return None if engine is None else self.engine_path(engine)
 

@@ -8,6 +8,10 @@ wins, and the answer says which:
 
 1. exact                   same toolchain version, same SKU (hardware compatibility `none`); for
                            onnxruntime: same version, same CPU device (`x86_64-avx2`).
+   any_isa                 onnxruntime: same version, same CPU architecture, an engine saved at a level
+                           ONNX Runtime calls hardware-independent (disable, basic, extended: its
+                           hardware_compatibility is `any_isa`); layout and all may hold NCHWc kernels
+                           for the ISA they ran on, so those stay pinned to it.
 2. same_compute_capability same version, same `sm_XX`, plan built with `same_compute_capability`; or a
                            `none` plan from another SKU of that cc, only when the client allows
                            cross-SKU loading (a warning: TensorRT says it may be slower or fail to load).
@@ -39,6 +43,7 @@ from registry.targets import cc_slug, cc_tuple
 
 TENSORRT = "tensorrt"
 ONNXRUNTIME = "onnxruntime"
+ANY_ISA = "any_isa"  # an ONNX Runtime engine's hardware_compatibility when its level is hardware-independent
 MIN_VERSION_COMPATIBLE = (8, 6, 0)
 AMPERE_CC = (8, 0)
 # Cross-major pairs (builder major, runtime major) that NVIDIA documents for version-compatible plans.
@@ -53,6 +58,7 @@ class MatchClass(str, Enum):
     """Match classes, best first (the declaration order is the rank)."""
 
     EXACT = "exact"
+    ANY_ISA = "any_isa"  # ONNX Runtime: same version and CPU architecture, a hardware-independent level
     SAME_COMPUTE_CAPABILITY = "same_compute_capability"
     AMPERE_PLUS = "ampere_plus"
     VERSION_COMPATIBLE = "version_compatible"
@@ -226,14 +232,18 @@ class Narrowing:
     version_prefix: str  # "8.6": every version text that parses to 8.6.x starts with it
     any_version_compatible: bool  # version-compatible plans of other versions may load
     devices: frozenset[str]  # device, SKU or cc values that may match (empty: any device)
-    ampere_plus: bool  # ampere_plus plans may load (any device value)
+    ampere_plus: bool  # ampere_plus plans may load (any device value): the runtime's cc is >= sm_80
+    version_compatible_only: bool = False  # a lean runtime loads version-compatible plans only
+    any_isa_prefix: str | None = None  # ONNX Runtime: "x86_64-": any_isa engines of this CPU architecture load
 
     def admits(self, c: Candidate) -> bool:
-        if c.toolchain != self.toolchain:
+        if c.toolchain != self.toolchain or (self.version_compatible_only and not c.version_compatible):
             return False
         if not c.version.startswith(self.version_prefix) and not (self.any_version_compatible and c.version_compatible):
             return False
         if not self.devices or (self.ampere_plus and c.hardware_compatibility == "ampere_plus"):
+            return True
+        if self.any_isa_prefix and c.hardware_compatibility == ANY_ISA and c.device.startswith(self.any_isa_prefix):
             return True
         return bool(self.devices & {c.device, c.sku, _cc(c.cc) if c.cc else None})
 
@@ -243,11 +253,13 @@ def narrowing(runtime: Runtime) -> Narrowing:
     major, minor, _ = parse_version(runtime.version)
     if runtime.toolchain != TENSORRT:
         devices = frozenset({runtime.cpu}) if runtime.cpu else frozenset()
-        return Narrowing(runtime.toolchain, f"{major}.{minor}", False, devices, False)
+        prefix = f"{cpu_arch_of(runtime.cpu)}-" if runtime.cpu else None
+        return Narrowing(runtime.toolchain, f"{major}.{minor}", False, devices, False, any_isa_prefix=prefix)
     cc = _cc(runtime.cc)
     dotted = "{}.{}".format(*cc_tuple(cc)) if cc else None  # a cc recorded as "9.0" matches too
     devices = frozenset(d for d in (runtime.sku, cc, dotted) if d)
-    return Narrowing(TENSORRT, f"{major}.{minor}", True, devices, True)
+    ampere = cc is not None and cc_tuple(cc) >= AMPERE_CC
+    return Narrowing(TENSORRT, f"{major}.{minor}", True, devices, ampere, runtime.lean_runtime)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -280,9 +292,18 @@ def _judge(c: Candidate, rt: Runtime) -> Match | str:
 def _judge_cpu(c: Candidate, rt: Runtime) -> Match | str:
     if parse_version(c.version) != parse_version(rt.version):
         return f"built by {c.toolchain} {c.version}, the runtime is {rt.version}"
-    if c.device != rt.cpu:
-        return f"optimized for {c.device}, the runtime's CPU is {rt.cpu or 'unknown'}"
-    return Match(MatchClass.EXACT, f"{c.toolchain} {c.version} model optimized for {c.device}")
+    if c.device == rt.cpu:
+        return Match(MatchClass.EXACT, f"{c.toolchain} {c.version} model optimized for {c.device}")
+    if c.hardware_compatibility == ANY_ISA and rt.cpu and cpu_arch_of(c.device) == cpu_arch_of(rt.cpu):
+        return Match(MatchClass.ANY_ISA, f"{c.toolchain} {c.version} model optimized on {c.device} at a "
+                                         f"hardware-independent level: it loads on any {cpu_arch_of(rt.cpu)} CPU")
+    why = " at a hardware-specific level (layout or all)" if c.hardware_compatibility != ANY_ISA else ""
+    return f"optimized for {c.device}{why}, the runtime's CPU is {rt.cpu or 'unknown'}"
+
+
+def cpu_arch_of(device: str) -> str:
+    """'x86_64-avx512' -> 'x86_64' (the CPU device is ARCH-ISA)."""
+    return device.rsplit("-", 1)[0]
 
 
 def _judge_tensorrt(c: Candidate, rt: Runtime) -> Match | str:

@@ -116,6 +116,17 @@ class EngineNotFound(NotFound):
     code = "engine_not_found"
 
 
+class WorkerNotFound(NotFound):
+    code = "worker_not_found"
+
+
+class PlanMismatch(FarmError):
+    """A fetched TensorRT plan's own header names a version the runtime cannot load (the SDK checks before
+    handing a plan out)."""
+
+    code = "plan_mismatch"
+
+
 class NoCompatibleEngine(NotFound):
     """No stored engine loads on the runtime (details: every rejection's reason, the target to build)."""
 

@@ -17,10 +17,9 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
 from registry.atomic import atomic_file
 from registry.digests import CHUNK, digest_of_file
@@ -74,18 +73,6 @@ class PathDigests:
             return layout or None
         except (OSError, ValueError, TypeError):
             return None
-
-
-def copy_hashing(chunks: Iterator[bytes], out: Any, limit: int) -> tuple[str, int]:
-    """Write chunks while hashing; stop reading once past `limit` bytes (it can only be a mismatch then)."""
-    h, size = hashlib.sha256(), 0
-    for chunk in chunks:
-        h.update(chunk)
-        out.write(chunk)
-        size += len(chunk)
-        if size > limit:
-            break
-    return "sha256:" + h.hexdigest(), size
 
 
 def cached_ok(path: Path, digest: str, size: int, verify: bool, stamp: Path) -> bool:

@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 log = logging.getLogger("trtfarm.notify")
 
 
-def listen(dsn: str, channels: Sequence[str], on_notify: Callable[[str], None], on_connected: Callable[[bool], None],
-           stop: threading.Event, *, application: str, ping_s: float = 2.0) -> None:
-    """Until `stop`: LISTEN on `channels`, call `on_notify(channel)` per notification, `on_connected(True)` once
-    listening and `on_connected(False)` whenever the connection is lost (and at the end). A connection lost
-    without a word is found within `ping_s`."""
+def listen(dsn: str, channels: Sequence[str], on_notify: Callable[..., None], on_connected: Callable[[bool], None],
+           stop: threading.Event, *, application: str, ping_s: float = 2.0, payloads: bool = False) -> None:
+    """Until `stop`: LISTEN on `channels`, call `on_notify(channel)` per notification (`on_notify(channel,
+    payload)` with `payloads`), `on_connected(True)` once listening and `on_connected(False)` whenever the
+    connection is lost (and at the end). A connection lost without a word is found within `ping_s`."""
     import psycopg
 
     delay = 0.5
@@ -28,7 +28,7 @@ def listen(dsn: str, channels: Sequence[str], on_notify: Callable[[str], None], 
                 delay = 0.5
                 while not stop.is_set():
                     for note in conn.notifies(timeout=ping_s):
-                        on_notify(note.channel)
+                        on_notify(*((note.channel, note.payload) if payloads else (note.channel,)))
                     conn.execute("SELECT 1")
         except Exception as exc:  # noqa: BLE001 - any failure: report it, wait, connect again
             on_connected(False)

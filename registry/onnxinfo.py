@@ -177,10 +177,21 @@ def numpy_dtype(elem_type: int) -> Any:
     return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
 
 
-def summary(path: Path, main: str) -> dict[str, Any]:
+def summary(path: Path, main: str, outline: bytes | None = None) -> dict[str, Any]:
     """What the farm records of an uploaded model (run by registry.intake in a bounded child process):
-    its external-data files, inputs, outputs, opsets; InvalidModel when it is no valid ONNX model."""
-    proto = load(path, main)
+    its external-data files, inputs, outputs, opsets; InvalidModel when it is no valid ONNX model.
+    `outline`: the model's bytes less its initializers' data (registry.intake.skeleton), parsed instead of
+    the file when it parses (the checker reads the file either way)."""
+    proto = None
+    if outline is not None:
+        import onnx
+
+        try:
+            proto = onnx.load_from_string(outline)
+        except Exception:  # noqa: BLE001 - the file itself says what is wrong
+            proto = None
+    if proto is None or (not proto.graph.node and not proto.graph.output):
+        proto = load(path, main)
     external = external_files(proto, main)
     root = path.parents[len(PurePosixPath(main).parts) - 1]  # the upload's folder
     missing = [f for f in external if not (root / f).is_file()]

@@ -1,10 +1,15 @@
-"""A per-process cache of read answers (resolve, engine info, API keys) that the database invalidates.
+"""A per-process cache of read answers (resolve, engine info, API keys, duplicate submits) that the database
+invalidates.
 
 On PostgreSQL, triggers on the tables these answers come from (`models`, `engines`, `api_keys`;
 migration 0003) send `NOTIFY trtfarm_changes` with every committed change. A listener thread of this
 process holds its own connection, LISTENs, and empties the cache on each notification. While the listener
 is not connected (starting, or reconnecting after its connection was lost) the cache answers nothing and
 keeps nothing, so an answer is at most one notification's delivery (milliseconds) behind a commit.
+
+Builds change all the time (leases, progress), so they have a channel of their own: each committed change
+of a build row sends `NOTIFY trtfarm_builds, '<build id>'` (migration 0006), which forgets only that build's
+answer (`build_answer(id)`); the rest of the cache stays.
 
 On SQLite (the embedded farm) there is no notification channel and no cache: every read goes to the
 database.
@@ -20,6 +25,7 @@ from registry.notify import listen, postgres_dsn
 
 T = TypeVar("T")
 CHANNEL = "trtfarm_changes"
+BUILDS_CHANNEL = "trtfarm_builds"  # payload: the id of the build that changed ('' after a TRUNCATE)
 APPLICATION = "trtfarm-readcache"  # the listener's connection, as pg_stat_activity names it
 MISSING: Any = object()
 
@@ -40,6 +46,9 @@ class NoCache:
 
     def lookup(self, key: Hashable, compute: Callable[[], T]) -> T:
         return compute()
+
+    def forget_build(self, build_id: str) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -98,9 +107,27 @@ class ReadCache(NoCache):
                 self._thread = threading.Thread(target=self._listen, name="trtfarm-readcache", daemon=True)
                 self._thread.start()
 
+    def forget_build(self, build_id: str) -> None:
+        """A build changed: its answer goes, and no answer being computed now is kept (it may predate the change).
+        The notification does this in every process; a process that made the change may do it at once."""
+        with self._lock:
+            self._generation += 1
+            self._entries.pop(build_answer(build_id), None)
+
+    def _notified(self, channel: str, payload: str) -> None:
+        if channel == BUILDS_CHANNEL and payload:
+            self.forget_build(payload)
+        else:
+            self._invalidate(live=True)
+
     def _listen(self) -> None:
-        listen(self._dsn, [CHANNEL], lambda _: self._invalidate(live=True), lambda up: self._invalidate(live=up),
-               self._stop, application=APPLICATION, ping_s=self._ping_s)
+        listen(self._dsn, [CHANNEL, BUILDS_CHANNEL], self._notified, lambda up: self._invalidate(live=up),
+               self._stop, application=APPLICATION, ping_s=self._ping_s, payloads=True)
+
+
+def build_answer(build_id: str) -> tuple[str, str]:
+    """The cache key of a build's answer (forgotten whenever the build's row changes)."""
+    return ("build", build_id)
 
 
 def open_read_cache(database_url: str, enabled: bool = True, max_entries: int = 10_000) -> NoCache:

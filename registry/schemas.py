@@ -14,6 +14,7 @@ from registry.status import BuildStatus
 
 DIGEST = r"^sha256:[0-9a-f]{64}$"  # a model id, a blob digest
 HEX_ID = r"^[0-9a-f]{32}$"  # a build or engine id
+ID_OR_PREFIX = r"^[0-9a-f]{8,32}$"  # a build or engine id, or a unique prefix of it (registry.services.ids)
 SLUG = r"^[a-z0-9][a-z0-9_.-]{0,127}$"  # a toolchain, a device (SKU, sm_XX, CPU), a version
 MAX_PLUGINS = 16
 
@@ -82,6 +83,7 @@ class BuildInfo(Schema):
     waiting_reason: str | None = None
     progress: str | None = None
     error: ErrorInfo | None = None
+    warnings: list[ErrorInfo] = []  # what the user should know though the build went through
     timings: dict[str, Any] = {}
     timing_cache: dict[str, Any] | None = None
     engine_id: str | None = None
@@ -122,7 +124,10 @@ class EngineInfo(Schema):
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
     build_seconds: float | None = None
+    pinned: bool = False  # never removed by gc
     created_at: datetime
+    fetches: int | None = Field(None, description="downloads handed out (in listings; null elsewhere)")
+    last_fetched_at: datetime | None = Field(None, description="the last of them (in listings)")
 
 
 class EngineList(Schema):
@@ -145,6 +150,8 @@ class WorkerInfo(Schema):
     last_seen: datetime
     current_build: str | None = None
     live: bool = True
+    drain_requested: bool = False
+    state: str = "idle"  # building, idle, draining (finishing its build, taking no new one), drained, lost
 
 
 class KeyRequest(BaseModel):
@@ -171,3 +178,35 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     details: dict[str, Any] | None = None
+
+
+class GcRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep_last: int = Field(ge=0, le=1_000_000, description="keep the newest N engines per (model, target, spec family)")
+    unused_days: float = Field(ge=0, le=36_500, description="keep engines downloaded or built within this many days")
+    dry_run: bool = Field(True, description="only report what would go (the default)")
+
+
+class GcRemoved(Schema):
+    engine_id: str
+    model: str
+    target: str
+    size: int
+    created_at: datetime
+    last_fetched_at: datetime | None = None
+
+
+class GcReportInfo(Schema):
+    dry_run: bool
+    removed: list[GcRemoved]
+    kept: dict[str, int] = Field(description="engines kept, by reason: pinned, newest, used, grace")
+    blobs_removed: int
+    bytes_freed: int
+
+
+class ModelDeleted(Schema):
+    model: str
+    engines: int
+    files: int
+    blobs_removed: int

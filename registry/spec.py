@@ -174,6 +174,7 @@ def _validated(model: type[_Frozen], data: Any, where: str) -> Any:
 def _describe(where: str, err: dict[str, Any], model: type[_Frozen] = BuildSpec) -> str:
     loc = ".".join(str(p) for p in (where, *err["loc"]))
     msg = err["msg"].removeprefix("Value error, ")
+    msg = {"tuple_type": "should be a list", "dict_type": "should be an object ({...})"}.get(err["type"], msg)
     if err["type"] == "extra_forbidden":
         owner = _owner(model, tuple(err["loc"]))
         allowed = ", ".join(sorted(owner.model_fields)) if owner is not None else ""

@@ -15,6 +15,7 @@ from registry import compat
 from registry.db.session import Database
 from registry.db.tables import Build, Engine
 from registry.keys import spec_canonical, spec_family
+from registry.services import signatures
 from registry.spec import parse_spec
 from registry.status import BuildStatus
 
@@ -40,7 +41,7 @@ def _engine(rng: random.Random, model_id: str, rest: tuple[int, ...], minutes: i
                                                               "max": [max(lo, hi), *rest]}}],
                                       "optimization_level": rng.randint(0, 5)}))
     if rng.random() < 0.15:
-        toolchain, version, hw = "onnxruntime", rng.choice(ORT_VERSIONS), "none"
+        toolchain, version, hw = "onnxruntime", rng.choice(ORT_VERSIONS), rng.choice(("none", "any_isa"))
         device = sku = rng.choice(CPUS)
         cc, vc, lean = None, False, False
     else:
@@ -75,7 +76,18 @@ def insert(db: Database, rows: list[dict], chunk: int = 5000) -> None:
         part = rows[start:start + chunk]
         with db.session() as s:
             s.execute(sa.insert(Build), [r["build"] for r in part])
-            s.execute(sa.insert(Engine), [{k: v for k, v in r.items() if k != "build"} for r in part])
+            engines = [{k: v for k, v in r.items() if k != "build"} for r in part]
+            s.execute(sa.insert(Engine), engines)
+            signatures.add(s, engines)  # the signature summary, as every engine write keeps it
+
+
+def insert_as_of_then(session: sa.orm.Session, rows: list[dict]) -> None:
+    """Write the rows' builds and engines with only the columns the rows name (typed, but without the columns
+    later migrations added and their defaults): how a database of an older revision got them."""
+    for table, values in ((Build.__table__, [r["build"] for r in rows]),
+                          (Engine.__table__, [{k: v for k, v in r.items() if k != "build"} for r in rows])):
+        columns = [sa.column(name, table.c[name].type) for name in values[0]]
+        session.execute(sa.insert(sa.table(table.name, *columns)), values)
 
 
 def runtime(rng: random.Random) -> compat.Runtime:
@@ -100,7 +112,8 @@ def candidate(row: dict) -> compat.Candidate:
 
 
 def check_resolution(db: Database, model_id: str, rows: list[dict], rt: compat.Runtime,
-                     shapes: dict[str, tuple[int, ...]] | None = None) -> str:
+                     shapes: dict[str, tuple[int, ...]] | None = None, spec_family: str | None = None,
+                     include_failed: bool = False) -> str:
     """Assert that `services.resolution.resolve` (SQL) answers as `compat.resolve` over every usable engine
     (the pure ranking) would; returns which outcome it was (a match class, "none" or "outside")."""
     from collections import Counter
@@ -110,29 +123,72 @@ def check_resolution(db: Database, model_id: str, rows: list[dict], rt: compat.R
     from registry.errors import InvalidInput, NoCompatibleEngine
     from registry.services.resolution import resolve
 
-    usable = [r for r in rows if r["validation_passed"] is not False]
+    usable = [r for r in rows if (include_failed or r["validation_passed"] is not False)
+              and spec_family in (None, r["spec_family"])]
     loadable = [r for r in usable if compat.classify(candidate(r), rt)]
     held = [r for r in loadable if _holds(r, shapes)] if shapes else loadable
+    asked = dict(shapes=shapes, spec_family=spec_family, include_failed_validation=include_failed)
     if held:
         want = compat.resolve([candidate(r) for r in held], rt)
-        got = resolve(db, model_id, rt, shapes=shapes)
-        assert (got.engine.id, got.match_class) == (want.candidate.engine_id, want.match_class), (rt, shapes)
+        got = resolve(db, model_id, rt, **asked)
+        assert (got.engine.id, got.match_class) == (want.candidate.engine_id, want.match_class), (rt, asked)
         assert (got.reason, got.warning) == (want.reason, want.warning)
         return str(want.match_class)
     if loadable:
         with pytest.raises(InvalidInput, match="outside every profile"):
-            resolve(db, model_id, rt, shapes=shapes)
+            resolve(db, model_id, rt, **asked)
         return "outside"
     with pytest.raises(NoCompatibleEngine) as refused:
-        resolve(db, model_id, rt, shapes=shapes)
+        resolve(db, model_id, rt, **asked)
     want_reasons = Counter(compat.assess(candidate(r), rt).why for r in usable)
     got_reasons: Counter = Counter()
     for r in refused.value.details["rejections"]:
         got_reasons[r["why"]] += r["count"]
-    assert got_reasons == want_reasons, rt
+        # the example is the greatest id of the engines with that reason and signature, as a GROUP BY gives it
+        assert r["engine_id"] in {u["id"] for u in usable if compat.assess(candidate(u), rt).why == r["why"]}
+    assert got_reasons == want_reasons, (rt, asked)
     return "none"
+
+
+def question(rng: random.Random, rows: list[dict]) -> dict[str, Any]:
+    """A random resolve question's options: shapes 30 % of the time, a spec family (one of the fleet's, or
+    one it lacks) 20 %, failed validations included 15 %."""
+    asked: dict[str, Any] = {}
+    if rng.random() < 0.3:
+        asked["shapes"] = {"input": (rng.choice((1, 2, 8, 32, 64)), 3, 16, 16)}
+    if rng.random() < 0.2:
+        asked["spec_family"] = rng.choice(rows)["spec_family"] if rng.random() < 0.9 else "f" * 64
+    if rng.random() < 0.15:
+        asked["include_failed"] = True
+    return asked
 
 
 def _holds(row: dict, shapes: dict[str, tuple[int, ...]]) -> bool:
     spec = parse_spec(row["spec"])
     return any(all(p[name].contains(shape) for name, shape in shapes.items()) for p in spec.profiles)
+
+
+def summary(rows: list[dict]) -> dict[tuple, tuple]:
+    """The signature summary these engine rows should have, computed in Python: key -> (newest, count, example)."""
+    from registry.services.signatures import ANY_FAMILY
+
+    found: dict[tuple, tuple] = {}
+    for r in rows:
+        signature = (r["toolchain"], r["version"], r["device"], r["sku"] or "", r["cc"] or "",
+                     r["hardware_compatibility"], r["version_compatible"], r["exclude_lean_runtime"],
+                     r["validation_passed"] is False)
+        for family in (r["spec_family"], ANY_FAMILY):
+            key = (r["model_id"], family, *signature)
+            newest, count, example = found.get(key, (r["created_at"], 0, r["id"]))
+            found[key] = (max(newest, r["created_at"]), count + 1, max(example, r["id"]))
+    return found
+
+
+def summary_in(db: Database) -> dict[tuple, tuple]:
+    """The signature summary as the database holds it, in `summary`'s form."""
+    from registry.db.tables import EngineSignature
+    from registry.services.signatures import KEY
+
+    with db.session() as s:
+        return {tuple(getattr(r, k) for k in KEY): (r.newest, r.engines, r.example)
+                for r in s.scalars(sa.select(EngineSignature))}

@@ -124,6 +124,25 @@ def fully_convolutional(path: str | Path, batch: int | str = -1, spatial: int | 
     return path
 
 
+def expanding_model(path: str | Path, width: int = 4096) -> Path:
+    """x [N, 1] + Expand(1.0, [1, width]) -> y [N, width]: a few hundred bytes of model whose Expand of
+    constants is folded into a width-element initializer by ONNX Runtime's optimizer (the engine grows)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array([1.0], np.float32), "one"),
+             numpy_helper.from_array(np.array([1, width], np.int64), "wide")]
+    graph = helper.make_graph(
+        [helper.make_node("Expand", ["one", "wide"], ["ones"]), helper.make_node("Add", ["x", "ones"], ["y"])],
+        "expanding", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])], initializer=inits)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(_finish(graph), str(path))
+    return path
+
+
 def unbuildable_model(path: str | Path) -> Path:
     """x -> example.custom::Nope -> y: a valid ONNX file (unknown domains pass the checker) that no
     toolchain can build: a build that fails for certain."""

@@ -97,7 +97,34 @@ def _run(ctx: WorkerContext, job: BuildJob, tmp: Path, log: BuildLog, keeper: Le
     engine = _engine_record(ctx, job, meta, blob, verdict, engine_path)
     keeper.lap()
     timings = {key: keeper.seconds[stage] for stage, key in STAGE_TIMINGS.items() if stage in keeper.seconds}
-    return Outcome(BuildStatus.SUCCEEDED, engine=engine, timings=timings, timing_cache=cache_record)
+    warnings = tuple(w for w in (_size_warning(job, blob.size),) if w)
+    for w in warnings:
+        log.write(f"warning {w['code']}: {w['message']}")
+    return Outcome(BuildStatus.SUCCEEDED, engine=engine, timings=timings, timing_cache=cache_record,
+                   warnings=warnings)
+
+
+# an engine this many times the model's size, and this much larger, gets a warning (the floor keeps a format's
+# fixed overhead on a tiny model quiet)
+GROWTH_WARNING, GROWTH_FLOOR = 10, 1 << 20
+
+
+def _size_warning(job: BuildJob, engine_size: int) -> dict[str, str] | None:
+    model_size = sum(f.size for f in job.model_files)
+    if not model_size or engine_size <= GROWTH_WARNING * model_size or engine_size - model_size < GROWTH_FLOOR:
+        return None
+    hint = ("the optimizer's constant folding stored expanded tensors; --ort-level disable keeps them computed "
+            "at run time" if job.toolchain == "onnxruntime" else "check the precision and the profiles' max shapes")
+    return {"code": "engine_size", "message": f"the engine is {engine_size / model_size:.0f}x the model "
+                                              f"({_size_text(engine_size)} from {_size_text(model_size)}): {hint}"}
+
+
+def _size_text(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"
 
 
 def _download_model(ctx: WorkerContext, job: BuildJob, folder: Path) -> Path:

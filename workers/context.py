@@ -5,9 +5,11 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from registry.errors import ToolchainError
 from registry.queues import worker_queues
+from registry.services.workerstate import new_instance
 from registry.settings import Settings
 from registry.stores import FarmStores
 from registry.targets import cpu_device
@@ -19,9 +21,18 @@ from workers.warm import Runners
 class WorkerContext(FarmStores):
     toolchains: list[launcher.Toolchain] = field(default_factory=list)
     current_build: str | None = None
+    instance: str = field(default_factory=lambda: new_instance())  # this process, for its name's row
+    claimed: str | None = None  # the name this process holds (registry.services.workerstate.claim_name)
+    draining: bool = False  # its consumers are cancelled: it takes no new build
+    consumer: Any = None  # Celery's consumer, once the worker is ready (signals.worker_ready)
+
+    @property
+    def name(self) -> str:
+        return self.claimed or self.base_name
 
     @cached_property
-    def name(self) -> str:
+    def base_name(self) -> str:
+        """TRTFARM_WORKER_NAME, else host:gpuN or host:cpu; a suffix is added when a live worker holds it."""
         if self.settings.worker_name:
             return self.settings.worker_name
         suffix = f"gpu{self.settings.gpu}" if self.settings.gpu is not None else "cpu"

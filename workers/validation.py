@@ -85,10 +85,10 @@ def _input_spec(desc: onnxinfo.TensorDesc) -> InputSpec:
 
 
 def validation_shapes(inputs: list[InputSpec], spec: BuildSpec) -> list[dict[str, Shape]]:
-    """Shape sets to validate: per profile its opt, min and max shapes (duplicates dropped);
-    with no profiles the static shapes. Raises InvalidSpec when a dynamic input has no shape."""
+    """Shape sets to validate: per profile its opt, min and max shapes (duplicates dropped); with no profiles
+    the static shapes, and 1 for every dynamic dimension (trtexec's default; the build's warning says so)."""
     if not spec.profiles:
-        return [{i.name: _static_shape(i) for i in inputs}]
+        return [{i.name: default_shape(i) for i in inputs}]
     known = {i.name for i in inputs}
     found: list[dict[str, Shape]] = []
     for k, profile in enumerate(spec.profiles):
@@ -101,6 +101,13 @@ def validation_shapes(inputs: list[InputSpec], spec: BuildSpec) -> list[dict[str
             if shapes not in found:
                 found.append(shapes)
     return found
+
+
+def default_shape(spec: InputSpec) -> Shape:
+    """The input's shape with 1 for each dynamic dimension (InvalidSpec when even its rank is unknown)."""
+    if spec.shape is None:
+        return _static_shape(spec)
+    return tuple(1 if d is None else int(d) for d in spec.shape)
 
 
 def _static_shape(spec: InputSpec) -> Shape:

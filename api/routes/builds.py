@@ -3,28 +3,46 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import read_scope, submit_scope
 from api.deps import stores
 from api.errors import COMMON, documented
 from registry.auth import Principal
-from registry.schemas import DIGEST, HEX_ID, SLUG, BuildInfo, BuildList, BuildRequest
+from registry.readcache import MISSING, build_answer
+from registry.schemas import DIGEST, ID_OR_PREFIX, SLUG, BuildInfo, BuildList, BuildRequest
 from registry.services import builds
 from registry.status import BuildStatus
 from registry.stores import FarmStores
 
 router = APIRouter(prefix="/v1/builds", tags=["builds"], responses={**COMMON, **documented(409, 502)})
 MAX_OFFSET = 10**9
-BuildId = Path(pattern=HEX_ID, description="a build id (32 hex)")
+BuildId = Path(pattern=ID_OR_PREFIX, description="a build id (32 hex), or a unique prefix of 8 or more")
+JSON = "application/json"
 
 
 @router.post("", response_model=BuildInfo, status_code=201,
              responses={200: {"model": BuildInfo, "description": "a build for this key already exists"}})
-def submit_build(request: BuildRequest, farm: FarmStores = Depends(stores),
-                 who: Principal = Depends(submit_scope)) -> JSONResponse:
-    info, created = builds.submit(farm.db, farm.settings, request, submitted_by=who.key_id, blobs=farm.blobs)
-    return JSONResponse(info.model_dump(mode="json"), status_code=201 if created else 200)
+async def submit_build(request: BuildRequest, farm: FarmStores = Depends(stores),
+                       who: Principal = Depends(submit_scope)) -> Response:
+    # A duplicate submit whose key follows from the request is answered from the read cache when it holds the
+    # build's answer (forgotten as soon as the build's row changes: registry/readcache.py); anything else goes
+    # to services.builds.submit in a worker thread. (A comment, not a docstring: that would be the API docs.)
+    key = builds.known_key(request)  # remembered per request: no parse or hash on a repeat
+    build_id = farm.reads.get(("build-of-key", key)) if key else MISSING
+    if build_id is not MISSING:
+        body = farm.reads.get(build_answer(build_id))
+        if body is not MISSING:
+            return Response(body, media_type=JSON)
+    token = farm.reads.token()
+    info, created = await run_in_threadpool(builds.submit, farm.db, farm.settings, request, submitted_by=who.key_id,
+                                            blobs=farm.blobs)
+    body = info.model_dump_json().encode()
+    if key == info.key and not created and info.status not in (BuildStatus.FAILED, BuildStatus.CANCELLED):
+        farm.reads.put(("build-of-key", key), info.id, token)  # a key's build never changes its id
+        farm.reads.put(build_answer(info.id), body, token)
+    return Response(body, status_code=201 if created else 200, media_type=JSON)
 
 
 @router.get("", response_model=BuildList, dependencies=[Depends(read_scope)])
@@ -49,4 +67,6 @@ def get_log(build_id: str = BuildId, farm: FarmStores = Depends(stores)) -> Plai
 @router.post("/{build_id}/cancel", response_model=BuildInfo)
 def cancel_build(build_id: str = BuildId, farm: FarmStores = Depends(stores),
                  who: Principal = Depends(submit_scope)) -> BuildInfo:
-    return builds.cancel(farm.db, build_id, who)
+    info = builds.cancel(farm.db, build_id, who)
+    farm.reads.forget_build(info.id)  # here at once (the notification tells every process, a moment later)
+    return info

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
-from api.auth import read_scope
+from api.auth import admin_scope, read_scope
 from api.cached import cached, cached_json
 from api.deps import stores
 from api.errors import COMMON, documented, error_response
 from api.ranges import byte_range
 from registry import compat
+from registry.db.tables import utcnow
 from registry.errors import RangeNotSatisfiable
-from registry.schemas import DIGEST, HEX_ID, SLUG, EngineInfo, EngineList, Resolution
+from registry.schemas import DIGEST, ID_OR_PREFIX, SLUG, EngineInfo, EngineList, Resolution
 from registry.services import engines, resolution
 from registry.stores import FarmStores
 
 router = APIRouter(prefix="/v1/engines", tags=["engines"], dependencies=[Depends(read_scope)],
                    responses={**COMMON, **documented(502)})
-EngineId = Path(pattern=HEX_ID, description="an engine id (32 hex)")
+EngineId = Path(pattern=ID_OR_PREFIX, description="an engine id (32 hex), or a unique prefix of 8 or more")
 
 
 @router.get("/resolve", response_model=Resolution)
@@ -40,8 +43,13 @@ async def resolve(model: str = Query(pattern=DIGEST), toolchain: str = Query(pat
 
 
 @router.get("", response_model=EngineList)
-def list_engines(model: str | None = Query(None, pattern=DIGEST), farm: FarmStores = Depends(stores)) -> EngineList:
-    return EngineList(items=engines.list_engines(farm.db, model))
+def list_engines(model: str | None = Query(None, pattern=DIGEST), toolchain: str | None = Query(None, pattern=SLUG),
+                 version: str | None = Query(None, pattern=SLUG),
+                 fetched_within_days: float | None = Query(None, ge=0, le=36_500,
+                                                           description="only engines downloaded within this many days"),
+                 farm: FarmStores = Depends(stores)) -> EngineList:
+    since = None if fetched_within_days is None else utcnow() - timedelta(days=fetched_within_days)
+    return EngineList(items=engines.list_engines(farm.db, model, toolchain, version, since))
 
 
 @router.get("/{engine_id}", response_model=EngineInfo)
@@ -87,11 +95,14 @@ def get_artifact(engine_id: str = EngineId, range_: str | None = Header(None, al
         return Response(status_code=304, headers=headers)
     url = farm.blobs.presigned_url(engine.digest, filename=engine.filename)
     if url:
+        engines.count_fetch(farm.db, engine_id)
         return RedirectResponse(url, status_code=307, headers=headers)
     try:
         wanted = byte_range(range_, engine.size, if_range=if_range, etag=etag)
     except RangeNotSatisfiable as exc:
         return error_response(exc, headers={**headers, "Content-Range": f"bytes */{engine.size}"})
+    if wanted is None or wanted[0] == 0:  # a download starts (a resumed one is not counted again)
+        engines.count_fetch(farm.db, engine_id)
     if wanted is None:  # the whole artifact, checked as it streams: a corrupt blob never arrives complete
         headers["Content-Length"] = str(engine.size)
         return StreamingResponse(farm.blobs.stream_verified(engine.digest), media_type="application/octet-stream",
@@ -104,11 +115,22 @@ def get_artifact(engine_id: str = EngineId, range_: str | None = Header(None, al
     return StreamingResponse(body, status_code=206, media_type="application/octet-stream", headers=headers)
 
 
+@router.post("/{engine_id}/pin", response_model=EngineInfo, dependencies=[Depends(admin_scope)])
+def pin(engine_id: str = EngineId, farm: FarmStores = Depends(stores)) -> EngineInfo:
+    """Keep the engine whatever gc's rules say."""
+    return engines.set_pinned(farm.db, engine_id, True)
+
+
+@router.post("/{engine_id}/unpin", response_model=EngineInfo, dependencies=[Depends(admin_scope)])
+def unpin(engine_id: str = EngineId, farm: FarmStores = Depends(stores)) -> EngineInfo:
+    return engines.set_pinned(farm.db, engine_id, False)
+
+
 async def _engine(farm: FarmStores, engine_id: str) -> EngineInfo:
     return await cached(farm, ("engine", engine_id), lambda: engines.read(farm.db, engine_id))
 
 
 def _verify(farm: FarmStores, digest: str) -> None:
-    """DigestMismatch (and the blob quarantined) unless the stored blob hashes to its digest."""
-    for _ in farm.blobs.stream_verified(digest):
-        pass
+    """DigestMismatch (and the blob quarantined) unless the stored blob hashes to its digest (or is proven
+    unchanged since it did: the folder store's stamps)."""
+    farm.blobs.verify(digest)

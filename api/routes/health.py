@@ -1,16 +1,16 @@
 """/healthz (the process answers) and /readyz (database and blob store reachable), open to all;
-/v1/workers and /metrics (read scope; /metrics may be public)."""
+/v1/workers and /metrics (read scope; /metrics may be public); draining and resuming a worker (admin)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Path
 from fastapi.responses import JSONResponse, Response
 
-from api.auth import read_scope, require_unless
+from api.auth import admin_scope, read_scope, require_unless
 from api.deps import stores
 from api.errors import COMMON
 from registry.schemas import WorkerInfo
-from registry.services import fleet, health, stats
+from registry.services import fleet, health, stats, workerstate
 from registry.stores import FarmStores
 
 router = APIRouter(tags=["health"])
@@ -33,6 +33,23 @@ def readyz(farm: FarmStores = Depends(stores)) -> JSONResponse:
             responses=COMMON)
 def workers(farm: FarmStores = Depends(stores)) -> list[WorkerInfo]:
     return fleet.worker_infos(farm.db, farm.settings.worker_live_s)
+
+
+WORKER_NAME = r"^[^\x00-\x1f/]{1,255}$"
+
+
+@router.post("/v1/workers/{name}/drain", response_model=WorkerInfo, tags=["workers"],
+             dependencies=[Depends(admin_scope)], responses=COMMON)
+def drain(name: str = Path(pattern=WORKER_NAME), farm: FarmStores = Depends(stores)) -> WorkerInfo:
+    """The worker finishes the build it runs and takes no new one, until resumed (it survives restarts)."""
+    return workerstate.set_drain(farm.db, name, True, farm.settings.worker_live_s)
+
+
+@router.post("/v1/workers/{name}/resume", response_model=WorkerInfo, tags=["workers"],
+             dependencies=[Depends(admin_scope)], responses=COMMON)
+def resume(name: str = Path(pattern=WORKER_NAME), farm: FarmStores = Depends(stores)) -> WorkerInfo:
+    """A drained worker takes builds again."""
+    return workerstate.set_drain(farm.db, name, False, farm.settings.worker_live_s)
 
 
 def install_metrics(app: FastAPI, public: bool) -> None:

@@ -34,12 +34,16 @@ async def upload_model(request: Request, farm: FarmStores = Depends(stores),
                        who: Principal = Depends(submit_scope)) -> JSONResponse:
     folder = Path(tempfile.mkdtemp(prefix=UPLOAD_DIR_PREFIX + writer_tag()))
     try:
-        received = await uploads.receive(request, folder)  # written and hashed in one pass
+        # written and hashed in one pass; a file whose part states its digest may go on to the store meanwhile
+        received = await uploads.receive(request, folder, stream=farm.blobs.begin_stream)
         if received.main is None:
+            for stream in received.streams.values():
+                await run_in_threadpool(stream.abort)
             raise InvalidModel("multipart field 'file' (the .onnx) is missing; external data goes in fields "
                                "named 'files'")
         info, created = await run_in_threadpool(models.register_model, farm.db, farm.blobs, folder, received.main,
-                                                who.key_id, farm.settings.intake_limits(), received.files)
+                                                who.key_id, farm.settings.intake_limits(), received.files,
+                                                received.streams)
     finally:
         await run_in_threadpool(shutil.rmtree, folder, True)
     return JSONResponse(info.model_dump(mode="json"), status_code=201 if created else 200)

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +68,58 @@ def mismatch(digest: str, actual: str, size: int, *, where: str) -> DigestMismat
     )
 
 
+class StreamedPut:
+    """A blob sent while its file still arrives (BlobStore.begin_stream), under the digest its sender claimed:
+    the receiver calls grow(size) as bytes reach the file and finish(size) at its end; begin_puts(files,
+    streams) then takes it over, to commit() (make it visible) or abort() it. `started`: whether anything was
+    sent (a small file may never start one: then it is stored the usual way)."""
+
+    started = False
+
+    def grow(self, size: int) -> None:
+        pass
+
+    def finish(self, size: int) -> None:
+        pass
+
+    def commit(self) -> BlobInfo:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        pass
+
+
+class PendingPuts:
+    """Blob writes begun while the caller still decides whether it wants them (BlobStore.begin_puts): commit()
+    stores every file and returns their BlobInfo; abort() leaves nothing behind that commit() did not finish
+    (it may follow a commit() that failed). This default does all the work in commit(): each file not stored
+    yet goes in with put_file (or its started stream is committed)."""
+
+    def __init__(self, store: BlobStore, files: Sequence[tuple[Path, str]],
+                 streams: Mapping[Path, StreamedPut] | None = None) -> None:
+        self.store, self.files = store, list(files)
+        self.streams = {Path(p): s for p, s in (streams or {}).items() if s.started}
+
+    def commit(self) -> list[BlobInfo]:
+        try:
+            infos = [stream.commit() for stream in self.streams.values()]
+            for path, digest in self.files:
+                if Path(path) in self.streams:
+                    continue
+                if self.store.exists(digest):
+                    infos.append(BlobInfo(digest, os.stat(path).st_size))
+                else:
+                    infos.append(self.store.put_file(path, expected_digest=digest))
+        except BaseException:
+            self.abort()
+            raise
+        return infos
+
+    def abort(self) -> None:
+        for stream in self.streams.values():
+            stream.abort()
+
+
 class BlobStore(ABC):
     """Abstract content-addressed blob store. Subclasses: LocalBlobStore, S3BlobStore."""
 
@@ -90,6 +142,20 @@ class BlobStore(ABC):
     @abstractmethod
     def put_bytes(self, data: bytes, expected_digest: str | None = None) -> BlobInfo:
         """Like :meth:`put_file` for bytes in memory."""
+
+    def begin_puts(self, files: Sequence[tuple[Path, str]],
+                   streams: Mapping[Path, StreamedPut] | None = None) -> PendingPuts:
+        """Start storing `files`, each (path, the sha256 digest the caller computed; checked as it is stored),
+        while the caller decides whether to keep them: nothing is visible to readers before commit(), and
+        abort() leaves nothing behind. A store may send the bytes meanwhile (S3 uploads large files' parts,
+        completing the uploads only on commit); this default does everything in commit(). `streams`: files
+        already being sent as they arrived (begin_stream), by path; they are committed or aborted with the rest."""
+        return PendingPuts(self, files, streams)
+
+    def begin_stream(self, path: Path, digest: str) -> StreamedPut | None:
+        """Start sending the file at `path` while it is still being written, under the `digest` its sender
+        claims (checked as it is sent); None where the store does not (this default: the folder store)."""
+        return None
 
     @abstractmethod
     def delete(self, digest: str) -> None:
@@ -147,6 +213,12 @@ class BlobStore(ABC):
                 yield held
 
         return verified()
+
+    def verify(self, digest: str) -> None:
+        """DigestMismatch (and the blob quarantined) unless the stored blob hashes to its digest; BlobNotFound
+        if absent. A store that can prove a blob unchanged since it was verified may skip the read."""
+        for _ in self.stream_verified(digest):
+            pass
 
     def _open_stream(self, digest: str) -> tuple[int, Iterator[bytes]]:
         """(stored size, chunks of the whole blob). Subclasses may do this in one request."""
@@ -300,4 +372,4 @@ def _unlink_quietly(path: str | os.PathLike[str]) -> None:
         os.unlink(path)
 
 
-__all__ = ["BlobInfo", "BlobStore", "ChunkReader", "check_digest", "CHUNK"]
+__all__ = ["BlobInfo", "BlobStore", "ChunkReader", "PendingPuts", "StreamedPut", "check_digest", "CHUNK"]

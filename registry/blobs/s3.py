@@ -2,15 +2,18 @@
 
 Objects live at ``<prefix>blobs/sha256/<ab>/<hex>`` with user metadata ``sha256=<hex>``.
 
-Writes:
+Writes (bodies stream from the file, never held in memory: registry.blobs.s3parts):
 - The sha256 is computed by us, from the bytes we send; an ETag is never taken as a digest.
-- Below ``multipart_threshold`` the file is read once into memory, hashed, and sent in one
-  ``PutObject`` carrying ``ChecksumSHA256`` (S3 recomputes it and rejects a body that doesn't match) and
-  ``If-None-Match: *`` (write-once).
-- At or above it: one pass hashes the file to find its key, then a multipart upload sends the file
-  part by part, hashing again as it reads, each part with its own ``ChecksumSHA256``. If the second
-  hash differs from the first (the file changed underneath us) the upload is aborted before anything
-  becomes visible. ``CompleteMultipartUpload`` also carries ``If-None-Match: *``.
+- Below ``multipart_threshold`` the file is hashed, then sent in one ``PutObject`` carrying
+  ``ChecksumSHA256`` (S3 recomputes it and rejects a body that doesn't match) and ``If-None-Match: *``
+  (write-once).
+- At or above it: with a digest claimed by the caller, a multipart upload sends the file part by part
+  (several at once), hashing as it cuts the parts, each part with its own ``ChecksumSHA256``; a claim the
+  bytes contradict aborts the upload (DigestMismatch) before anything becomes visible. Without a claim, one
+  pass hashes the file to find its key first; a second hash that differs (the file changed underneath
+  us) aborts the upload. ``CompleteMultipartUpload`` also carries ``If-None-Match: *``.
+- ``begin_puts`` (model uploads) sends the parts of files of ``stage_threshold`` bytes or more while the
+  API checks the model, and completes those uploads only on commit: a refused model is aborted, invisible.
 - Write-once: a HEAD first (an existing object with the right size and sha256 metadata is kept and
   returned); the conditional write closes the race between two writers. A 412 means another writer got
   there first: the existing object is checked (size + sha256 metadata) and returned. An endpoint that
@@ -24,28 +27,30 @@ Reads stream ``GetObject`` bodies while hashing; the API's presigned URLs let cl
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
-import io
 import logging
-import math
 import os
 import threading
-from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import quote
 
+from registry.blobs import s3parts
 from registry.blobs.base import (
     BlobInfo,
     BlobStore,
     ChunkReader,
+    PendingPuts,
+    StreamedPut,
     check_digest,
     check_range,
     mismatch,
     sha256_digest,
 )
+from registry.blobs.s3parts import Part, ReadAt, Window, changed, cut, upload_parts
 from registry.digests import CHUNK
 from registry.errors import BlobError, BlobNotFound, FarmError, InvalidInput
 
@@ -54,7 +59,6 @@ log = logging.getLogger(__name__)
 MiB = 1 << 20
 GiB = 1 << 30
 MIN_PART = 5 * MiB  # S3's smallest part (except the last)
-MAX_PARTS = 10_000
 MAX_SINGLE_PUT = 5 * GiB
 MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4 limit
 
@@ -113,6 +117,7 @@ class S3BlobStore(BlobStore):
         *,
         max_concurrency: int = 4,
         conditional_writes: bool = True,
+        stage_threshold: int | None = None,
     ) -> None:
         if not bucket:
             raise InvalidInput("S3 blob store: a bucket name is required")
@@ -134,6 +139,8 @@ class S3BlobStore(BlobStore):
         self.multipart_threshold = multipart_threshold
         self.multipart_chunksize = multipart_chunksize
         self.max_concurrency = max(1, max_concurrency)
+        # begin_puts() starts uploading files of this size or more before commit (multipart; any size works)
+        self.stage_threshold = multipart_chunksize if stage_threshold is None else stage_threshold
         # Flipped off (for this store's lifetime) if the endpoint answers 501 to If-None-Match.
         self.conditional_writes = conditional_writes
         self._client = client
@@ -218,37 +225,46 @@ class S3BlobStore(BlobStore):
     def put_file(self, path: str | os.PathLike[str], expected_digest: str | None = None) -> BlobInfo:
         if expected_digest is not None:
             check_digest(expected_digest, "expected digest")
-        with open(Path(path), "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < self.multipart_threshold:
-                buf = io.BytesIO()
-                while chunk := f.read(CHUNK):  # to EOF, whatever fstat said
-                    buf.write(chunk)
-                return self._put_small(buf.getvalue(), expected_digest)
-            if expected_digest is not None:  # the key is known: one pass, the parts hashed as they go up and the
-                return self._put_large(f, expected_digest, size, claimed=True)  # upload aborted if they disagree
-            h, size = hashlib.sha256(), 0
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-                size += len(chunk)
-            f.seek(0)
-            return self._put_large(f, sha256_digest(h), size)
+        fd = os.open(Path(path), os.O_RDONLY)
+        try:  # the bytes there when it was opened (a window that reads short: the file changed, BlobError)
+            return self._put(functools.partial(os.pread, fd), os.fstat(fd).st_size, expected_digest)
+        finally:
+            os.close(fd)
 
     def put_bytes(self, data: bytes, expected_digest: str | None = None) -> BlobInfo:
         if expected_digest is not None:
             check_digest(expected_digest, "expected digest")
-        data = bytes(data)
-        if len(data) < self.multipart_threshold:
-            return self._put_small(data, expected_digest)
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        if expected_digest is not None and digest != expected_digest:
-            raise mismatch(expected_digest, digest, len(data), where="upload rejected")
-        return self._put_large(io.BytesIO(data), digest, len(data))
+        view = memoryview(bytes(data))
+        return self._put(lambda n, offset: bytes(view[offset:offset + n]), len(view), expected_digest)
 
-    def _put_small(self, data: bytes, expected_digest: str | None) -> BlobInfo:
-        raw = hashlib.sha256(data).digest()
-        digest = "sha256:" + raw.hex()
-        size = len(data)
+    def begin_puts(self, files: Sequence[tuple[Path, str]],
+                   streams: Mapping[Path, StreamedPut] | None = None) -> PendingPuts:
+        """Files of at least ``stage_threshold`` bytes start going up at once, as multipart uploads completed
+        only by commit() (s3parts.StagedPuts); smaller ones are stored by commit()."""
+        for _, digest in files:
+            check_digest(digest, "expected digest")
+        return s3parts.StagedPuts(self, files, streams)
+
+    def begin_stream(self, path: Path, digest: str) -> StreamedPut:
+        """A multipart upload that starts once ``stage_threshold`` bytes have arrived (s3parts.StreamedUpload)."""
+        return s3parts.StreamedUpload(self, path, check_digest(digest, "claimed digest"))
+
+    def _put(self, read_at: ReadAt, size: int, expected_digest: str | None) -> BlobInfo:
+        if size < self.multipart_threshold:
+            return self._put_small(read_at, size, expected_digest)
+        if expected_digest is not None:  # the key is known: one pass, the parts hashed as they go up and the
+            return self._put_large(read_at, expected_digest, size, claimed=True)  # upload aborted if they disagree
+        h = hashlib.sha256()
+        for offset in range(0, size, CHUNK):
+            h.update(read_at(min(CHUNK, size - offset), offset))
+        return self._put_large(read_at, sha256_digest(h), size)
+
+    def _put_small(self, read_at: ReadAt, size: int, expected_digest: str | None) -> BlobInfo:
+        """One PutObject whose body streams from the source (hashed first: its key and ChecksumSHA256)."""
+        whole = hashlib.sha256()
+        parts = list(cut(read_at, size, max(size, 1), whole, checksums=False))  # one part, none for 0 bytes
+        part = parts[0] if parts else Part(1, Window(read_at, 0, 0), "", 0)
+        digest, raw = sha256_digest(whole), whole.digest()
         if expected_digest is not None and digest != expected_digest:
             raise mismatch(expected_digest, digest, size, where="upload rejected")
         overwrite = self._existing_state(digest, size)
@@ -259,19 +275,17 @@ class S3BlobStore(BlobStore):
         key = self.object_key(digest)
         for _attempt in range(3):
             conditional = self.conditional_writes and not overwrite
-            kwargs: dict[str, Any] = dict(
-                Bucket=self.bucket,
-                Key=key,
-                Body=data,
-                ContentType="application/octet-stream",
-                Metadata={"sha256": raw.hex()},
-                ChecksumSHA256=_b64(raw),
-            )
+            kwargs: dict[str, Any] = dict(Bucket=self.bucket, Key=key, Body=part.body,
+                                          ContentType="application/octet-stream", Metadata={"sha256": raw.hex()},
+                                          ChecksumSHA256=_b64(raw))
             if conditional:
                 kwargs["IfNoneMatch"] = "*"
             with self._errors("PUT", digest):
                 try:
+                    part.body.seek(0)
                     self.client.put_object(**kwargs)
+                    if part.body.sent_crc != part.crc:
+                        raise changed("it was sent with other bytes than were hashed")
                     return BlobInfo(digest, size)
                 except ClientError as e:
                     if conditional and _is_not_implemented(e):
@@ -285,110 +299,75 @@ class S3BlobStore(BlobStore):
                     raise
         raise BlobError(f"S3 PUT of {key} did not settle after 3 attempts ({self.describe()})")
 
-    def _existing_state(self, digest: str, size: int) -> bool | None:
+    def _existing_state(self, digest: str, size: int | None) -> bool | None:
         """None: a good copy is already stored (nothing to do). False: absent. True: corrupt, replace."""
         head = self._head(digest)
         if head is None:
             return False
         if self._head_matches(head, digest, size):
             return None
-        log.warning(
-            "object for %s in %s contradicts its key (size %s, sha256 metadata %s); replacing it",
-            digest,
-            self.describe(),
-            head.get("ContentLength"),
-            (head.get("Metadata") or {}).get("sha256"),
-        )
+        log.warning("object for %s in %s contradicts its key (size %s, sha256 metadata %s); replacing it", digest,
+                    self.describe(), head.get("ContentLength"), (head.get("Metadata") or {}).get("sha256"))
         return True
 
     def _disable_conditional_writes(self, err: Exception) -> None:
-        log.warning(
-            "%s does not support conditional writes (If-None-Match: %s); falling back to "
-            "HEAD-before-PUT for write-once",
-            self.describe(),
-            _error_code(err)[0] or _error_code(err)[1],
-        )
+        log.warning("%s does not support conditional writes (If-None-Match: %s); falling back to HEAD-before-PUT "
+                    "for write-once", self.describe(), _error_code(err)[0] or _error_code(err)[1])
         self.conditional_writes = False
 
-    def _put_large(self, f: BinaryIO, digest: str, size: int, claimed: bool = False) -> BlobInfo:
-        """`claimed`: the digest is the caller's word, not yet checked against `f`."""
+    def _verify_claim(self, read_at: ReadAt, size: int, digest: str) -> None:
+        """DigestMismatch unless the source hashes to `digest` (a claim about a blob that is stored already)."""
+        h = hashlib.sha256()
+        for offset in range(0, size, CHUNK):
+            h.update(read_at(min(CHUNK, size - offset), offset))
+        if sha256_digest(h) != digest:
+            raise mismatch(digest, sha256_digest(h), size, where="upload rejected")
+
+    def _put_large(self, read_at: ReadAt, digest: str, size: int, claimed: bool = False) -> BlobInfo:
+        """`claimed`: the digest is the caller's word, not yet checked against the source."""
         overwrite = self._existing_state(digest, size)
         if overwrite is None:
             if claimed:  # stored already: this file must be that blob before we say so
-                h, n = hashlib.sha256(), 0
-                while chunk := f.read(CHUNK):
-                    h.update(chunk)
-                    n += len(chunk)
-                if sha256_digest(h) != digest:
-                    raise mismatch(digest, sha256_digest(h), n, where="upload rejected")
+                self._verify_claim(read_at, size, digest)
             return BlobInfo(digest, size)
         for _attempt in range(3):
-            done = self._multipart_upload(f, digest, size, overwrite, claimed)
-            if done:
+            if self._multipart_upload(read_at, digest, size, overwrite, claimed):
                 return BlobInfo(digest, size)
             # 412/409: someone else wrote it meanwhile (or the endpoint lacks conditional writes)
             overwrite = self._existing_state(digest, size)
             if overwrite is None:
                 return BlobInfo(digest, size)
-            f.seek(0)
-        raise BlobError(
-            f"S3 multipart upload of {self.object_key(digest)} did not settle after 3 attempts "
-            f"({self.describe()})"
-        )
+        raise BlobError(f"S3 multipart upload of {self.object_key(digest)} did not settle after 3 attempts "
+                        f"({self.describe()})")
 
-    def _multipart_upload(self, f: BinaryIO, digest: str, size: int, overwrite: bool, claimed: bool = False) -> bool:
-        """Upload ``f`` under ``digest``. False when the conditional complete was refused (retry)."""
+    def _multipart_upload(self, read_at: ReadAt, digest: str, size: int, overwrite: bool,
+                          claimed: bool = False) -> bool:
+        """Upload the source under ``digest``. False when the conditional complete was refused (retry)."""
         key = self.object_key(digest)
-        with self._errors("CreateMultipartUpload", digest):
-            upload_id = self.client.create_multipart_upload(
-                Bucket=self.bucket,
-                Key=key,
-                ContentType="application/octet-stream",
-                Metadata={"sha256": digest.split(":", 1)[1]},
-                ChecksumAlgorithm="SHA256",
-            )["UploadId"]
+        upload_id = self._create_upload(digest)
         completed = False
         try:
-            parts = self._upload_parts(f, key, upload_id, digest, size, claimed)
+            whole = hashlib.sha256()
+            cuts = cut(read_at, size, s3parts.chunksize_for(self, size), whole)
+            parts = upload_parts(self, key, upload_id, cuts, whole, digest, claimed)
             outcome = self._complete(key, upload_id, parts, digest, size, overwrite)
             completed = outcome == "completed"
             return outcome != "refused"  # "stored": someone else's copy is good (finally aborts ours)
         finally:
             if not completed:
-                try:
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-                except Exception as e:  # noqa: BLE001 - best effort; a lifecycle rule cleans up the rest
-                    log.warning("could not abort multipart upload %s of %s: %s", upload_id, key, e)
+                self._abort_upload(key, upload_id)
 
-    def _upload_parts(self, f: BinaryIO, key: str, upload_id: str, digest: str, size: int,
-                      claimed: bool = False) -> list[dict[str, Any]]:
-        """Upload ``f`` in parts, at most max_concurrency at once (memory ~(c+1) parts), hashing as it goes."""
-        chunksize = max(self.multipart_chunksize, math.ceil(size / MAX_PARTS))
-        h, n = hashlib.sha256(), 0
-        futures: list[Future[dict[str, Any]]] = []
-        with ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="s3-part") as pool:
-            while chunk := f.read(chunksize):
-                h.update(chunk)
-                n += len(chunk)
-                pending = [fut for fut in futures if not fut.done()]
-                while len(pending) > self.max_concurrency:
-                    wait(pending, return_when=FIRST_COMPLETED)
-                    pending = [fut for fut in pending if not fut.done()]
-                for fut in futures:  # fail fast on a failed part
-                    if fut.done() and fut.exception() is not None:
-                        fut.result()
-                futures.append(pool.submit(self._upload_part, key, upload_id, len(futures) + 1, chunk))
-            parts = [fut.result() for fut in futures]
-        actual = sha256_digest(h)
-        if actual != digest and claimed:  # the caller's digest was wrong, not the file changing
-            raise mismatch(digest, actual, n, where="upload rejected")
-        if actual != digest or n != size:
-            raise BlobError(
-                f"the file changed while it was being uploaded: it hashed to {digest} "
-                f"({size} bytes) and then to {actual} ({n} bytes); nothing was stored",
-                details={"expected": digest, "actual": actual},
-            )
-        return parts
+    def _create_upload(self, digest: str) -> str:
+        with self._errors("CreateMultipartUpload", digest):
+            return self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.object_key(digest), ContentType="application/octet-stream",
+                Metadata={"sha256": digest.split(":", 1)[1]}, ChecksumAlgorithm="SHA256")["UploadId"]
+
+    def _abort_upload(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception as e:  # noqa: BLE001 - best effort; a lifecycle rule cleans up the rest
+            log.warning("could not abort multipart upload %s of %s: %s", upload_id, key, e)
 
     def _complete(self, key: str, upload_id: str, parts: list[dict[str, Any]], digest: str, size: int,
                   overwrite: bool) -> str:
@@ -418,20 +397,13 @@ class S3BlobStore(BlobStore):
                         return "refused"
                     raise
 
-    def _upload_part(self, key: str, upload_id: str, part_no: int, chunk: bytes) -> dict[str, Any]:
-        checksum = _b64(hashlib.sha256(chunk).digest())
+    def _upload_part(self, key: str, upload_id: str, part_no: int, part: Part) -> dict[str, Any]:
+        part.body.seek(0)
         with self._errors(f"UploadPart {part_no}"):
-            resp = self.client.upload_part(
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=part_no,
-                Body=chunk,
-                ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=checksum,
-            )
+            resp = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=part_no,
+                                           Body=part.body, ChecksumAlgorithm="SHA256", ChecksumSHA256=part.checksum)
         # The ETag here is only the protocol's part handle, never taken as a digest.
-        return {"PartNumber": part_no, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
+        return {"PartNumber": part_no, "ETag": resp["ETag"], "ChecksumSHA256": part.checksum}
 
     def delete(self, digest: str) -> None:
         with self._errors("DELETE", digest):

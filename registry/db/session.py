@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import select
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
@@ -39,8 +40,30 @@ def make_engine(url: str, pool: PoolSize = PoolSize()) -> Engine:  # noqa: B008 
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=pool.size, max_overflow=pool.overflow,
-                         pool_timeout=pool.timeout_s)
+    engine = create_engine(url, pool_size=pool.size, max_overflow=pool.overflow, pool_timeout=pool.timeout_s)
+    event.listen(engine, "checkout", _refuse_closed)  # instead of pool_pre_ping: no round trip per checkout
+    return engine
+
+
+def _refuse_closed(dbapi_conn, _record, _proxy) -> None:  # noqa: ANN001
+    """The pool hands out no connection whose server has gone: a server that restarted or ended the session
+    closed the socket (its last words, or the end of the stream, wait unread on it), which a zero-timeout poll
+    sees without a round trip. The pool then connects afresh. A connection that dies after this check fails
+    its statement as a disconnect: reads are tried once more (`Database.read`), workers retry transient
+    errors (`retry_transient`), anything else answers 503."""
+    if _closed(dbapi_conn):
+        raise DisconnectionError("the database closed this pooled connection")
+
+
+def _closed(conn) -> bool:  # noqa: ANN001 - a psycopg connection
+    try:
+        if conn.closed or conn.broken:
+            return True
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))  # an idle connection has nothing to read
+    except Exception:  # noqa: BLE001 - a connection that cannot say is not handed out
+        return True
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
@@ -78,6 +101,20 @@ class Database:
         no BEGIN and no COMMIT round trip; nothing it does is committed."""
         with self._reads() as session:
             yield session
+
+    def read(self, work: Callable[[Session], T]) -> T:
+        """`work(session)` in a read session; if its connection turns out to have been dropped (a database
+        restart the pool had not seen), once more on a fresh connection: a read has nothing to undo. The
+        disconnect also marks every older pooled connection stale, so the retry does not meet another."""
+        try:
+            with self.read_session() as session:
+                return work(session)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            log.info("a read lost its connection (%s); trying once more on a fresh one", exc.orig)
+        with self.read_session() as session:
+            return work(session)
 
     @property
     def is_sqlite(self) -> bool:

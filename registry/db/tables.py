@@ -114,6 +114,8 @@ class Build(Base):
     progress: Mapped[str | None] = mapped_column(String(255))
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     timing_cache: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # what the user should know about this build though it went through: [{"code", "message"}]
+    warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     submitted_by: Mapped[str | None] = mapped_column(String(32), index=True)  # the API key's id; None: open mode
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -124,11 +126,9 @@ class Build(Base):
 
 class Engine(Base):
     __tablename__ = "engines"
-    # resolve groups a model's engines by compatibility signature from this index alone (index-only scan)
-    __table_args__ = (Index("ix_engines_resolve", "model_id", "toolchain", "version", "device",
-                            "hardware_compatibility", "version_compatible", "exclude_lean_runtime", "sku", "cc",
-                            "validation_passed", "spec_family", "created_at", "latency_p50_ms", "id"),
-                      Index("ix_engines_model_created", "model_id", "created_at"))
+    # a model's engines newest first, and those of one time (resolve's tie-break); resolve finds the time in
+    # the signature summary (EngineSignature)
+    __table_args__ = (Index("ix_engines_model_created", "model_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"), unique=True)
@@ -154,7 +154,45 @@ class Engine(Base):
     latency_p50_ms: Mapped[float | None] = mapped_column(Float)
     latency_p99_ms: Mapped[float | None] = mapped_column(Float)
     build_seconds: Mapped[float | None] = mapped_column(Float)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)  # never removed by `trtfarm gc`
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EngineFetch(Base):
+    """How often each engine was handed out for download, and when last: what `trtfarm gc --unused-days`
+    and `rollout --since` read. Apart from `engines` so that counting a download never wakes the API's read
+    cache (engines NOTIFY on change)."""
+
+    __tablename__ = "engine_fetches"
+
+    engine_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_fetched_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class EngineSignature(Base):
+    """Per model, one row per engine signature (the columns a compatibility verdict depends on), split by the
+    filters resolve applies (validation failed or not; spec family, plus a row for every family, "*"), with
+    the newest engine's time, how many engines share it and the greatest engine id (the 404's example).
+    Kept by `registry.services.signatures` in the transaction that writes the engines; resolve reads it
+    instead of grouping the engines. SKU and cc are "" where the engine has none (key columns are NOT NULL)."""
+
+    __tablename__ = "engine_signatures"
+
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    spec_family: Mapped[str] = mapped_column(String(64), primary_key=True)  # "*": every family
+    toolchain: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    cc: Mapped[str] = mapped_column(String(16), primary_key=True)
+    hardware_compatibility: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version_compatible: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    exclude_lean_runtime: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    validation_failed: Mapped[bool] = mapped_column(Boolean, primary_key=True)  # validation_passed is false
+    newest: Mapped[datetime]
+    engines: Mapped[int]
+    example: Mapped[str] = mapped_column(String(32))  # the greatest engine id
 
 
 class TimingCache(Base):
@@ -179,6 +217,8 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
     current_build: Mapped[str | None] = mapped_column(String(32))
+    instance: Mapped[str | None] = mapped_column(String(32))  # the process holding the name (a random token)
+    drain_requested: Mapped[bool] = mapped_column(Boolean, default=False)  # take no new build
 
 
 class Outbox(Base):

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from registry.db.session import Database
 from registry.db.tables import Build, Engine, utcnow
 from registry.digests import ModelFile
-from registry.services import outbox
+from registry.services import outbox, signatures
 from registry.services.builds import get_build
 from registry.services.models import model_files
 from registry.spec import BuildSpec, parse_spec
@@ -90,6 +90,7 @@ class Outcome:
     timing_cache: dict[str, Any] | None = None
     engine: EngineRecord | None = None
     retry: bool = False
+    warnings: tuple[dict[str, str], ...] = ()  # {"code", "message"}, added to the build's
 
 
 def claim(db: Database, build_id: str, worker: str, lease_s: int) -> Claim | None:
@@ -160,11 +161,13 @@ def finish(db: Database, claim_: Claim, outcome: Outcome) -> bool:
         for name in ("log_tail", "timings", "timing_cache"):
             if getattr(outcome, name) is not None:
                 values[name] = getattr(outcome, name)
+        if outcome.warnings and row is not None:
+            values["warnings"] = [*(row.warnings or []), *outcome.warnings]
         if not s.execute(update(Build).where(_mine(claim_)).values(**values)).rowcount:
             s.rollback()
             return False
         if outcome.engine is not None:
-            s.add(_engine_row(row, outcome.engine))
+            s.add(signatures.counted(s, _engine_row(row, outcome.engine)))
         if requeue:
             outbox.enqueue(s, claim_.build_id, row.queue)
     return True
@@ -176,10 +179,19 @@ def _engine_row(build: Build, engine: EngineRecord) -> Engine:
     return Engine(
         id=uuid.uuid4().hex, build_id=build.id, build_key=build.key, model_id=build.model_id,
         toolchain=build.toolchain, version=engine.version, device=build.device, sku=engine.sku, cc=engine.cc,
-        hardware_compatibility=spec.hardware_compatibility, version_compatible=spec.version_compatible,
+        hardware_compatibility=_hardware_compatibility(build, spec, engine),
+        version_compatible=spec.version_compatible,
         exclude_lean_runtime=spec.exclude_lean_runtime, refittable=engine.refittable, spec=build.spec,
         spec_family=build.spec_family, digest=engine.digest, size=engine.size, filename=engine.filename,
         meta=engine.metadata, validation=engine.validation, validation_passed=validation.get("passed"),
         latency_p50_ms=engine.latency_p50_ms, latency_p99_ms=engine.latency_p99_ms,
         build_seconds=engine.build_seconds,
     )
+
+
+def _hardware_compatibility(build: Build, spec: BuildSpec, engine: EngineRecord) -> str:
+    """The spec's level for TensorRT; for ONNX Runtime `any_isa` when the runner says the saved model holds no
+    hardware-specific optimization (registry.compat: it loads on any CPU of the architecture), else none."""
+    if build.toolchain != "onnxruntime":
+        return spec.hardware_compatibility
+    return "none" if engine.metadata.get("hardware_specific", True) else "any_isa"

@@ -6,6 +6,8 @@ same transaction). The worker's side of a build (claim, lease, finish) is `regis
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import uuid
 
@@ -17,6 +19,7 @@ from registry.auth import OPEN, Principal
 from registry.blobs.base import BlobStore
 from registry.db.session import Database
 from registry.db.tables import Build, Engine, Model, utcnow
+from registry.digests import canonical_json
 from registry.errors import (
     BuildNotFound,
     BuildStateError,
@@ -29,7 +32,8 @@ from registry.errors import (
 from registry.keys import build_key, spec_canonical, spec_family
 from registry.queues import build_queue
 from registry.schemas import BuildInfo, BuildList, BuildRequest, ErrorInfo
-from registry.services import fleet, outbox
+from registry.services import fleet, outbox, shapes
+from registry.services.ids import full_id
 from registry.services.models import get_model
 from registry.settings import Settings
 from registry.spec import BuildSpec, parse_spec, shape_text
@@ -42,16 +46,17 @@ def submit(db: Database, settings: Settings, request: BuildRequest, submitted_by
     """Create the build for the request's key, or return the existing one. Returns (info, created).
     `submitted_by` is the API key's id (None in open mode); an existing build keeps its first submitter.
     One transaction: a duplicate submit costs one round of reads and an insert that does nothing."""
-    spec = parse_spec(request.spec)
-    known = _known_build(db, request, spec)
+    known = _known_build(db, request)
     if known is not None:
         return known, False
+    spec = parse_spec(request.spec)
     check_inputs(request, blobs)  # blob store lookups, before a connection is held
     with db.session() as s:
         model = get_model(s, request.model)
         workers = fleet.live_workers(s, settings.worker_live_s)
         offers = fleet.offers(workers)
         target, spec = fleet.complete_target(parse_target(request.target), spec, offers)
+        spec, warnings = shapes.normalized(spec, model, target.kind)
         check_spec(spec, target, model, offers)
         check_limits(spec, settings)
         key = build_key(model=model.id, target=str(target), spec=spec,
@@ -62,7 +67,7 @@ def submit(db: Database, settings: Settings, request: BuildRequest, submitted_by
             device=target.device, target=str(target), queue=queue, spec=spec_canonical(spec),
             spec_family=spec_family(spec), plugins=sorted(request.plugins), calibration=request.calibration,
             status=BuildStatus.QUEUED, attempt=0, max_attempts=settings.max_attempts,
-            waiting_reason=fleet.waiting_reason(queue, workers), submitted_by=submitted_by,
+            waiting_reason=fleet.waiting_reason(queue, workers), submitted_by=submitted_by, warnings=warnings,
         )
         created = _insert_unless_keyed(s, values)
         row = s.scalars(select(Build).where(Build.key == key)).one()
@@ -73,22 +78,40 @@ def submit(db: Database, settings: Settings, request: BuildRequest, submitted_by
         return build_info(s, row), created
 
 
-def _known_build(db: Database, request: BuildRequest, spec: BuildSpec) -> BuildInfo | None:
+def _known_build(db: Database, request: BuildRequest) -> BuildInfo | None:
     """A duplicate submit in one statement: when the key follows from the request alone (a full target whose
     device needs no fleet to derive), the build holding it, unless it ended failed or cancelled (then the
     full path queues it again). The checks a new build gets were passed when this one was created."""
+    key = known_key(request)
+    return None if key is None else db.read(lambda s: _existing(s, key))
+
+
+def _existing(session: Session, key: str) -> BuildInfo | None:
+    found = session.execute(select(*Build.__table__.c, Engine.id.label("engine_id"))
+                            .outerjoin(Engine, Engine.build_id == Build.id).where(Build.key == key)).one_or_none()
+    if found is None or found.status in (BuildStatus.FAILED, BuildStatus.CANCELLED):
+        return None
+    return build_info(session, found, engine_id=found.engine_id)
+
+
+def known_key(request: BuildRequest) -> str | None:
+    """The build key of a request whose key follows from the request alone (a full target whose device needs
+    no fleet); None when the fleet is needed or the request is wrong (the full path says why). Remembered per
+    request (a pure function of it: fleets resubmit the same requests)."""
     try:
-        target, spec = fleet.complete_target(parse_target(request.target), spec, [])
+        spec = canonical_json(request.spec)
+    except (TypeError, ValueError):  # NaN and friends: the full path refuses them
+        return None
+    return _key_of(request.model, request.target, spec, tuple(request.plugins), request.calibration)
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_of(model: str, target: str, spec: str, plugins: tuple[str, ...], calibration: str | None) -> str | None:
+    try:
+        full, parsed = fleet.complete_target(parse_target(target), parse_spec(json.loads(spec)), [])
     except FarmError:
-        return None  # the fleet is needed, or the target is wrong: the full path says so
-    key = build_key(model=request.model, target=str(target), spec=spec, plugins=tuple(request.plugins),
-                    calibration=request.calibration)
-    with db.read_session() as s:
-        found = s.execute(select(Build, Engine.id).outerjoin(Engine, Engine.build_id == Build.id)
-                          .where(Build.key == key)).one_or_none()
-        if found is None or found[0].status in (BuildStatus.FAILED, BuildStatus.CANCELLED):
-            return None
-        return build_info(s, found[0], engine_id=found[1])
+        return None  # the fleet is needed, or the target or spec is wrong
+    return build_key(model=model, target=str(full), spec=parsed, plugins=plugins, calibration=calibration)
 
 
 def _insert_unless_keyed(session: Session, values: dict) -> bool:
@@ -137,10 +160,10 @@ def _check_profiles(spec: BuildSpec, model: Model) -> None:
         if unknown:
             raise InvalidSpec(f"spec.profiles.{k}: the model has no input {unknown[0]!r}; "
                               f"its inputs: {', '.join(inputs)}")
-    for k, profile in enumerate(spec.profiles or [{}]):
+    for k, profile in enumerate(spec.profiles):  # (registry.services.shapes filled in what the user left out)
         missing = sorted(set(dynamic) - set(profile))
         if missing:
-            where = f"profile {k} omits" if spec.profiles else "the spec has no optimization profile for"
+            where = f"profile {k} omits"
             shapes = "; ".join(f"{n} {dynamic[n]}" for n in missing)
             raise InvalidSpec(f"{where} dynamic input(s) {shapes}; give each a range, e.g. "
                               f"--shape {missing[0]}:MIN,OPT,MAX (spec.profiles)")
@@ -180,7 +203,9 @@ def check_inputs(request: BuildRequest, blobs: BlobStore | None) -> None:
 
 
 def get_build(session: Session, build_id: str) -> Build:
-    row = session.get(Build, build_id)
+    """A build by id, or by a unique prefix of at least 8 hex characters."""
+    full = full_id(session, Build.id, build_id, "build")
+    row = session.get(Build, full) if full else None
     if row is None:
         raise BuildNotFound(f"no build {build_id}; list builds with GET /v1/builds or `trtfarm builds`")
     return row
@@ -223,7 +248,8 @@ def build_info(session: Session, row: Build, engine_id: str | None = None) -> Bu
         version=row.version, device=row.device, queue=row.queue, spec=row.spec, status=row.status,
         attempt=row.attempt, max_attempts=row.max_attempts, worker=row.worker,
         waiting_reason=row.waiting_reason if row.status == BuildStatus.QUEUED else None, progress=row.progress,
-        error=error, timings=row.timings or {}, timing_cache=row.timing_cache, engine_id=engine_id,
+        error=error, warnings=[ErrorInfo(**w) for w in row.warnings or []],
+        timings=row.timings or {}, timing_cache=row.timing_cache, engine_id=engine_id,
         created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
     )
 

@@ -9,10 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.db.session import Database
-from registry.db.tables import Worker, utcnow
+from registry.db.tables import Build, Worker, utcnow
 from registry.errors import AmbiguousTarget, InvalidTarget, UnservedTarget
 from registry.schemas import WorkerInfo
 from registry.spec import BuildSpec
+from registry.status import BuildStatus
 from registry.targets import AMPERE_PLUS, Target, cc_tuple, device_class
 
 
@@ -43,26 +44,54 @@ class Beat:
     devices: list[dict]
     queues: list[str]
     current_build: str | None = None
+    instance: str | None = None  # the process holding the name (registry.services.workerstate)
 
 
-def heartbeat(db: Database, beat: Beat) -> None:
-    """Record that the worker is alive, what it serves and what it builds now."""
+@dataclass(frozen=True)
+class BeatReply:
+    """What a heartbeat learns: whether to take no new build, and whether another process holds the name."""
+
+    drain: bool
+    name_lost: bool = False
+
+
+def heartbeat(db: Database, beat: Beat) -> BeatReply:
+    """Record that the worker is alive, what it serves and what it builds now (unless another process took
+    its name over: then nothing is written and the reply says so)."""
     with db.session() as s:
         worker = s.get(Worker, beat.name)
         if worker is None:
             worker = Worker(name=beat.name, hostname=beat.hostname, toolchains=beat.toolchains,
-                            devices=beat.devices, queues=beat.queues)
+                            devices=beat.devices, queues=beat.queues, instance=beat.instance)
             s.add(worker)
+        elif beat.instance and worker.instance not in (None, beat.instance):
+            return BeatReply(drain=False, name_lost=True)
         worker.hostname, worker.toolchains, worker.devices = beat.hostname, beat.toolchains, beat.devices
         worker.queues, worker.current_build, worker.last_seen = beat.queues, beat.current_build, utcnow()
+        worker.instance = beat.instance or worker.instance
+        return BeatReply(drain=bool(worker.drain_requested))
 
 
 def worker_infos(db: Database, live_s: int) -> list[WorkerInfo]:
-    """Every worker the farm has seen, with whether its heartbeat is recent."""
+    """Every worker the farm has seen: live or lost, and what it is doing (building, idle, draining, drained)."""
     with db.session() as s:
         live = {w.name for w in live_workers(s, live_s)}
-        rows = s.scalars(select(Worker).order_by(Worker.name))
-        return [WorkerInfo.model_validate(w).model_copy(update={"live": w.name in live}) for w in rows]
+        # what each worker runs now, from the builds (a heartbeat's current_build is up to 5 s old)
+        running = dict(s.execute(select(Build.worker, Build.id).where(Build.status == BuildStatus.RUNNING)).all())
+        infos = []
+        for w in s.scalars(select(Worker).order_by(Worker.name)):
+            current = running.get(w.name) if w.name in live else w.current_build
+            infos.append(WorkerInfo.model_validate(w).model_copy(update={
+                "live": w.name in live, "current_build": current, "state": worker_state(w, w.name in live, current)}))
+        return infos
+
+
+def worker_state(w: Worker, live: bool, current_build: str | None) -> str:
+    if not live:
+        return "lost"
+    if w.drain_requested:
+        return "draining" if current_build else "drained"
+    return "building" if current_build else "idle"
 
 
 def live_workers(session: Session, live_s: int) -> list[Worker]:
@@ -156,10 +185,15 @@ def _one(matching: list[Offer], part, what: str, target: Target, fleet: list[Off
 
 
 def waiting_reason(queue: str, workers: list[Worker]) -> str | None:
-    """Why a build on `queue` would wait, or None when a live worker serves it."""
-    if any(queue in w.queues for w in workers):
+    """Why a build on `queue` would wait, or None when a live worker that is not drained serves it."""
+    serving = [w for w in workers if queue in w.queues]
+    if any(not w.drain_requested for w in serving):
         return None
-    served = sorted({q for w in workers for q in w.queues})
+    if serving:
+        names = ", ".join(w.name for w in serving)
+        return (f"queue {queue} is served only by drained worker(s) {names}; the build stays queued until one "
+                "is resumed (trtfarm workers resume NAME) or another worker serves it")
+    served = sorted({q for w in workers if not w.drain_requested for q in w.queues})
     return (
         f"no live worker serves queue {queue}; the build stays queued until one does. "
         f"Queues served now: {', '.join(served) if served else 'none (no live worker)'}"

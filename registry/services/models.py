@@ -1,12 +1,13 @@
 """Register uploaded ONNX models: validate, content-address, store blobs, then record rows.
 
 The upload arrives as a folder (written by the API while enforcing size limits): the .onnx file plus its
-external-data files at their relative paths. Validation happens before anything is stored, so a bad
-upload leaves nothing behind.
+external-data files at their relative paths. The blobs go up while the model is validated, but become
+visible only once it passed (BlobStore.begin_puts), so a bad upload leaves nothing behind.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -15,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from registry import intake
-from registry.blobs.base import BlobStore
+from registry.blobs.base import BlobStore, StreamedPut
 from registry.db.session import Database
 from registry.db.tables import Model, ModelFile
 from registry.digests import ModelFile as FileDigest
@@ -28,24 +29,37 @@ DEFAULT_LIMITS = IntakeLimits()
 
 
 def register_model(db: Database, blobs: BlobStore, folder: Path, main: str, uploaded_by: str | None = None,
-                   limits: IntakeLimits = DEFAULT_LIMITS, known: dict[str, tuple[str, int]] | None = None
-                   ) -> tuple[ModelInfo, bool]:
+                   limits: IntakeLimits = DEFAULT_LIMITS, known: dict[str, tuple[str, int]] | None = None,
+                   streams: Mapping[str, StreamedPut] | None = None) -> tuple[ModelInfo, bool]:
     """Validate and store the model in `folder` whose .onnx file is `main`. Returns (info, created).
     `uploaded_by` is the API key's id (None in open mode); a model keeps its first uploader. The model is
     parsed with bounded memory and time (registry.intake), never in this process. `known`: digests and sizes
-    computed while the files were received (the blob store verifies them again as it stores them)."""
-    files = _list_files(folder)
-    if main not in files:
-        raise InvalidModel(f"the upload has no file {main!r}")
-    upload_bytes = sum((folder / f).stat().st_size for f in files)
-    found = intake.inspect(folder / main, main, limits, upload_bytes)
-    _check_external(set(found["external_files"]), files, main)
-    known = known or {}
-    digests = [FileDigest(p, *(known.get(p) or digest_of_file(folder / p))) for p in sorted(files)]
+    computed while the files were received (the blob store verifies them again as it stores them).
+
+    The blobs start going up while the parser checks the model (BlobStore.begin_puts: an S3 store uploads
+    the parts of large files meanwhile; `streams`, by relative path, were sent while the files arrived) and
+    become visible only once the model passed: a refused model leaves nothing behind."""
+    pending = None
+    try:
+        files = _list_files(folder)
+        if main not in files:
+            raise InvalidModel(f"the upload has no file {main!r}")
+        intake.scan(folder / main, limits.max_elements, main)  # in this process, fast: refuses bombs first
+        known = known or {}
+        digests = [FileDigest(p, *(known.get(p) or digest_of_file(folder / p))) for p in sorted(files)]
+        pending = blobs.begin_puts([(folder / f.path, f.sha256) for f in digests],
+                                   {folder / p: s for p, s in (streams or {}).items()})
+        found = intake.check(folder / main, main, limits, sum(f.size for f in digests))
+        _check_external(set(found["external_files"]), files, main)
+        # also when the model is known: a blob that went missing is restored (puts are idempotent)
+        pending.commit()
+    except BaseException:
+        if pending is not None:
+            pending.abort()
+        for stream in (streams or {}).values():  # (aborting twice does nothing)
+            stream.abort()
+        raise
     mid = model_id(digests)
-    for f in digests:  # also when the model is known: a blob that went missing is restored (put is idempotent)
-        if not blobs.exists(f.sha256):
-            blobs.put_file(folder / f.path, expected_digest=f.sha256)
     with db.session() as s:
         existing = s.get(Model, mid)
         if existing is not None:

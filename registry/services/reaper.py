@@ -35,7 +35,7 @@ def reap(db: Database, settings: Settings) -> ReapReport:
         for b in expired:
             _expire(s, b, report)
         workers = fleet.live_workers(s, settings.worker_live_s)
-        idle_queues = {q for w in workers if w.current_build is None for q in w.queues}
+        idle_queues = {q for w in workers if w.current_build is None and not w.drain_requested for q in w.queues}
         stale = now - timedelta(seconds=settings.requeue_stale_s)
         s.execute(update(Build).where(Build.status == BuildStatus.QUEUED, Build.cancel_requested.is_(True))
                   .values(status=BuildStatus.CANCELLED, finished_at=now, error_code="cancelled",

@@ -5,16 +5,16 @@ hardware compatibility, version compatibility, lean runtime), never on its id, s
 ranking within a verdict is newest first, then lower latency, then id. So:
 
 1. `compat.narrowing` gives values that every engine that can load has (toolchain, a version prefix or
-   version-compatible, one of the runtime's device names or ampere_plus): the SQL cuts the model's engines
-   down to those, on `ix_engines_resolve`;
-2. one grouped query gives each remaining signature and its newest engine's time: rows bounded by the
-   fleet's diversity, not by the engine count; `compat.rank` ranks them, which gives the best class and
-   its newest time;
-3. the engines of that time (an equality, a handful of rows) are ranked again — latency, then id, break
-   the tie — and the winner is the only full row read.
+   version-compatible, one of the runtime's device names or ampere_plus);
+2. the model's signature summary (`engine_signatures`, kept by `registry.services.signatures` with every
+   engine write) gives each narrowed signature with its newest engine's time: rows bounded by the fleet's
+   diversity, not by the engine count, and no engine is read; `compat.rank` ranks them, which gives the
+   best class and its newest time;
+3. the engines of that time (an equality on `ix_engines_model_created`, a handful of rows) are ranked again —
+   latency, then id, break the tie — and the winner is the only full row read.
 
 With shapes, every narrowed engine's spec is read and those whose profiles hold the shapes are ranked.
-When nothing loads, all the model's signatures are judged for the 404's reasons (one line per signature,
+When nothing loads, the summary's signatures are judged for the 404's reasons (one line per signature,
 with how many engines share it). `tests/unit/registry/services/test_resolution.py` (SQLite) and
 `tests/integration/test_resolution_postgres.py` check that this answers as `compat.resolve` over every
 engine would, on generated fleets.
@@ -22,75 +22,105 @@ engine would, on generated fleets.
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+import functools
+
+from sqlalchemy import false, func, or_, select
 from sqlalchemy.orm import Session
 
 from registry import compat
 from registry.db.session import Database
-from registry.db.tables import Engine, Model
+from registry.db.tables import Engine, EngineSignature, Model
 from registry.errors import InvalidInput, ModelNotFound
 from registry.schemas import Resolution
 from registry.services.engines import engine_info
+from registry.services.shapes import is_dynamic
+from registry.services.signatures import ANY_FAMILY
 from registry.spec import BuildSpec, parse_shape, parse_spec, shape_text
 
 SIGNATURE = (Engine.toolchain, Engine.version, Engine.device, Engine.sku, Engine.cc, Engine.hardware_compatibility,
              Engine.version_compatible, Engine.exclude_lean_runtime)
-TIES = (Engine.created_at.desc(), Engine.latency_p50_ms.is_(None), Engine.latency_p50_ms, Engine.id)
+SUMMARY = tuple(getattr(EngineSignature, c.key) for c in SIGNATURE)  # the same columns in the summary
 
 
 def resolve(db: Database, model: str, runtime: compat.Runtime, spec_family: str | None = None,
             shapes: dict[str, tuple[int, ...]] | None = None, include_failed_validation: bool = False) -> Resolution:
     """The best engine for the runtime; with `shapes`, only engines whose profiles hold those shapes."""
-    where = [Engine.model_id == model]
+    narrowing = compat.narrowing(runtime)
+    engines = [Engine.model_id == model, *_narrowed(narrowing, Engine)]
     if spec_family:
-        where.append(Engine.spec_family == spec_family)
+        engines.append(Engine.spec_family == spec_family)
     if not include_failed_validation:
-        where.append(or_(Engine.validation_passed.is_(None), Engine.validation_passed.is_(True)))
-    narrowed = [*where, *_narrowed(compat.narrowing(runtime))]
-    with db.read_session() as s:
-        inputs = _model_inputs(s, model) if shapes else None
-        if shapes:
-            check_shapes(shapes, inputs)
-            ranked = compat.rank(_holding(s, narrowed, shapes, inputs), runtime)
-        else:
-            ranked = compat.rank(_newest_of_the_best_class(s, narrowed, runtime), runtime)
-        if ranked:
-            best = ranked[0]
-            return Resolution(engine=engine_info(s.get(Engine, best.candidate.engine_id)),
-                              match_class=best.match_class, reason=best.reason, warning=best.warning)
-        if shapes and _signatures(s, narrowed, runtime):
-            raise _outside_every_profile(s, narrowed, shapes)
-        if inputs is None and not s.scalar(select(Model.id).where(Model.id == model)):
-            raise ModelNotFound(f"no model {model}; upload it first (POST /v1/models)")
-        raise compat.no_match(_rejections(s, where, runtime), runtime=runtime, model=model)
+        engines.append(or_(Engine.validation_passed.is_(None), Engine.validation_passed.is_(True)))
+    summary = [EngineSignature.model_id == model, EngineSignature.spec_family == (spec_family or ANY_FAMILY)]
+    if not include_failed_validation:
+        summary.append(EngineSignature.validation_failed == false())
+    narrowed = [*summary, *_narrowed(narrowing, EngineSignature)]
+    return db.read(lambda s: _resolve(s, model, runtime, shapes, engines=engines, summary=summary, narrowed=narrowed))
 
 
-def _narrowed(n: compat.Narrowing) -> list:
-    """compat.narrowing as SQL: a superset of the engines that load, cut down before anything is ranked."""
-    version = Engine.version.startswith(n.version_prefix, autoescape=True)
-    where = [Engine.toolchain == n.toolchain,
-             or_(version, Engine.version_compatible.is_(True)) if n.any_version_compatible else version]
+def _resolve(s: Session, model: str, runtime: compat.Runtime, shapes: dict[str, tuple[int, ...]] | None, *,
+             engines: list, summary: list, narrowed: list) -> Resolution:
+    """resolve in one read session: `engines` and `narrowed` filter the engines and the summary down to what
+    may load; `summary` is the model's summary under resolve's filters alone (the 404's reasons)."""
+    inputs = _model_inputs(s, model) if shapes else None
+    if shapes:
+        check_shapes(shapes, inputs)
+        ranked = compat.rank(_holding(s, engines, shapes, inputs), runtime)
+    else:
+        ranked = compat.rank(_newest_of_the_best_class(s, narrowed, engines, runtime), runtime)
+    if ranked:
+        best = ranked[0]
+        return Resolution(engine=engine_info(s.get(Engine, best.candidate.engine_id)),
+                          match_class=best.match_class, reason=best.reason, warning=best.warning)
+    if shapes and _signatures(s, narrowed, runtime):
+        raise _outside_every_profile(s, engines, shapes)
+    if inputs is None and not s.scalar(select(Model.id).where(Model.id == model)):
+        raise ModelNotFound(f"no model {model}; upload it first (POST /v1/models)")
+    raise compat.no_match(_rejections(s, summary, runtime), runtime=runtime, model=model)
+
+
+def _narrowed(n: compat.Narrowing, t: type[Engine] | type[EngineSignature]) -> list:
+    """compat.narrowing as SQL on engines or on the summary: a superset of what loads, cut down before ranking."""
+    version = t.version.startswith(n.version_prefix, autoescape=True)
+    where = [t.toolchain == n.toolchain,
+             or_(version, t.version_compatible.is_(True)) if n.any_version_compatible else version]
+    if n.version_compatible_only:
+        where.append(t.version_compatible.is_(True))
     if n.devices:
-        device = or_(Engine.device.in_(n.devices), Engine.sku.in_(n.devices), Engine.cc.in_(n.devices))
-        where.append(or_(device, Engine.hardware_compatibility == "ampere_plus") if n.ampere_plus else device)
+        device = or_(t.device.in_(n.devices), t.sku.in_(n.devices), t.cc.in_(n.devices))
+        if n.ampere_plus:
+            device = or_(device, t.hardware_compatibility == "ampere_plus")
+        if n.any_isa_prefix:
+            device = or_(device, (t.hardware_compatibility == compat.ANY_ISA)
+                         & t.device.startswith(n.any_isa_prefix, autoescape=True))
+        where.append(device)
     return where
 
 
-def _signatures(s: Session, where: list, runtime: compat.Runtime) -> list[compat.Choice]:
-    """The signatures of these engines that load on the runtime, each with its newest engine's time, ranked."""
-    query = select(*SIGNATURE, func.max(Engine.created_at)).where(*where).group_by(*SIGNATURE)
-    return compat.rank((_candidate(tuple(r[:8]), "", r[8]) for r in s.execute(query)), runtime)
+def _signatures(s: Session, summary: list, runtime: compat.Runtime) -> list[compat.Choice]:
+    """The summary's signatures that load on the runtime, each with its newest engine's time, ranked."""
+    query = select(*SUMMARY, EngineSignature.newest).where(*summary)
+    return compat.rank((_candidate(tuple(r[:8]), "", r[8]) for r in s.execute(query) if _loads(tuple(r[:8]), runtime)),
+                       runtime)
 
 
-def _newest_of_the_best_class(s: Session, where: list, runtime: compat.Runtime) -> list[compat.Candidate]:
-    """The engines the ranking can pick: those of the best class's newest time (a grouped query finds the
-    class and the time, an equality on the time finds the engines; latency and id then break the tie)."""
-    ranked = _signatures(s, where, runtime)
+@functools.lru_cache(maxsize=65536)
+def _loads(signature: tuple, runtime: compat.Runtime) -> bool:
+    """Whether engines of this signature load on the runtime: a pure verdict, remembered (a fleet asks with a
+    few runtimes about a few hundred signatures per model); `compat.rank` then ranks the ones that do."""
+    return compat.classify(_candidate(signature, ""), runtime) is not None
+
+
+def _newest_of_the_best_class(s: Session, summary: list, engines: list, runtime: compat.Runtime
+                              ) -> list[compat.Candidate]:
+    """The engines the ranking can pick: those of the best class's newest time (the summary gives the class
+    and the time, an equality on the time finds the engines; latency and id then break the tie)."""
+    ranked = _signatures(s, summary, runtime)
     if not ranked:
         return []
     newest = ranked[0].candidate.created_at
     query = select(*SIGNATURE, Engine.id, Engine.created_at, Engine.latency_p50_ms).where(
-        *where, Engine.created_at == newest)
+        *engines, Engine.created_at == newest)
     return [_candidate(tuple(r[:8]), r.id, r.created_at, r.latency_p50_ms) for r in s.execute(query)]
 
 
@@ -99,23 +129,26 @@ def _holding(s: Session, where: list, shapes: dict[str, tuple[int, ...]], inputs
     """The engines whose profiles hold the shapes (their specs are read: this path reads every candidate)."""
     query = select(*SIGNATURE, Engine.id, Engine.created_at, Engine.latency_p50_ms, Engine.spec).where(*where)
     return [_candidate(tuple(r[:8]), r.id, r.created_at, r.latency_p50_ms) for r in s.execute(query)
-            if _holds(parse_spec(r.spec), shapes, inputs)]
+            if _holds(parse_spec(r.spec), shapes, inputs, r.toolchain)]
 
 
-def _rejections(s: Session, where: list, runtime: compat.Runtime) -> list[compat.Rejection]:
-    query = select(*SIGNATURE, func.count(), func.max(Engine.id)).where(*where).group_by(*SIGNATURE)
+def _rejections(s: Session, summary: list, runtime: compat.Runtime) -> list[compat.Rejection]:
+    """Every signature of the model (under resolve's filters) with its engine count and greatest engine id."""
+    query = (select(*SUMMARY, func.sum(EngineSignature.engines), func.max(EngineSignature.example))
+             .where(*summary).group_by(*SUMMARY))
     found = []
     for *sig, count, example in s.execute(query):
         verdict = compat.assess(_candidate(tuple(sig), example), runtime)
         if isinstance(verdict, compat.Rejection):
-            found.append(compat.Rejection(example, verdict.why, count))
+            found.append(compat.Rejection(example, verdict.why, int(count)))
     return sorted(found, key=lambda r: (r.why, r.engine_id))
 
 
 def _candidate(signature: tuple, engine_id: str, created_at: object = None, latency: float | None = None
                ) -> compat.Candidate:
     toolchain, version, device, sku, cc, hw, version_compatible, exclude_lean = signature
-    return compat.Candidate(engine_id=engine_id, toolchain=toolchain, version=version, device=device, sku=sku, cc=cc,
+    return compat.Candidate(engine_id=engine_id, toolchain=toolchain, version=version, device=device,
+                            sku=sku or None, cc=cc or None,  # the summary keeps "" for none
                             hardware_compatibility=hw, version_compatible=bool(version_compatible),
                             exclude_lean_runtime=bool(exclude_lean), created_at=created_at, latency_ms=latency)
 
@@ -133,12 +166,22 @@ def _model_inputs(s: Session, model: str) -> dict[str, list]:
 def check_shapes(shapes: dict[str, tuple[int, ...]], inputs: dict[str, list]) -> None:
     unknown = sorted(set(shapes) - set(inputs))
     if unknown:
-        raise InvalidInput(f"the model has no input {', '.join(unknown)}; its inputs: {', '.join(inputs)}")
+        raise InvalidInput(f"the model has no input named {', '.join(map(repr, unknown))}; "
+                           f"its inputs: {', '.join(map(repr, inputs))}")
 
 
-def _holds(spec: BuildSpec, shapes: dict[str, tuple[int, ...]], inputs: dict[str, list]) -> bool:
-    if not spec.profiles:  # a static engine holds exactly the model's static shapes
-        return all(list(shape) == inputs[name] for name, shape in shapes.items())
+def _holds(spec: BuildSpec, shapes: dict[str, tuple[int, ...]], inputs: dict[str, list], toolchain: str) -> bool:
+    """Whether the engine runs on these shapes: they fit the model's inputs (rank, fixed dimensions; a
+    dimension without a positive size is dynamic, registry.services.shapes), and a profile holds them. An
+    engine without profiles: ONNX Runtime takes any shape that fits; TensorRT only a static model's."""
+    def fits(name: str, shape: tuple[int, ...]) -> bool:
+        model = inputs[name]
+        return len(shape) == len(model) and all(is_dynamic(d) or d == n for d, n in zip(model, shape))
+
+    if not all(fits(name, shape) for name, shape in shapes.items()):
+        return False
+    if not spec.profiles:
+        return toolchain == "onnxruntime" or not any(is_dynamic(d) for name in shapes for d in inputs[name])
     return any(all(name not in p or p[name].contains(shape) for name, shape in shapes.items()) for p in spec.profiles)
 
 

@@ -174,7 +174,6 @@ def test_fetch_to_a_file_matches_the_engine_digest(submitted, user):
     (["--target", "onnxruntime", "--spec", '{"onnxruntime": {"graph_optimization_level": "max"}}', "--shape", SHAPE],
      ["spec.onnxruntime.graph_optimization_level", "'disable', 'basic', 'extended', 'layout' or 'all'"]),
     (["--target", "onnxruntime", "--shape", "input:8x3x16x16,4x3x16x16,8x3x16x16"], ["min <= opt <= max"]),
-    (["--target", "onnxruntime"], ["dynamic input", "--shape input:MIN,OPT,MAX"]),
     (["--target", "onnxruntime", "--shape", "image:1x3x16x16"], ["the model has no input 'image'"]),
     (["--target", "onnxruntime", "--shape", SHAPE, "--precision", "fp16"], ["precision", "TensorRT option"]),
     (["--target", "onnxruntime", "--spec", "{not json"], ["--spec is not valid JSON"]),
@@ -214,13 +213,25 @@ def test_not_an_onnx_file_is_a_clear_error(user, farm, submitted):
 def test_unknown_ids_are_clear_errors(user, submitted):
     done = cli("log", "no-such-build", env=user["env"], cwd=user["cwd"])
     assert done.returncode != 0 and "invalid_request" in done.stderr and "trtfarm builds" in done.stderr
-    assert "'no-such-build' is not an id of 32 hex characters" in done.stderr
+    assert "'no-such-build' is not an id, or a prefix of one, of 8 to 32 hex characters" in done.stderr
     done = cli("log", "0" * 32, env=user["env"], cwd=user["cwd"])
     assert done.returncode != 0 and "build_not_found" in done.stderr and "trtfarm builds" in done.stderr
     done = cli("fetch", "sha256:" + "0" * 64, env=user["env"], cwd=user["cwd"])
     assert done.returncode != 0 and "404" in done.stderr and "Traceback" not in done.stderr
     done = cli("engines", "sha256:" + "0" * 64, env=user["env"], cwd=user["cwd"])
     assert done.returncode == 1 and "model_not_found" in done.stderr and "upload it first" in done.stderr
+
+
+def test_every_command_takes_an_id_prefix_of_eight_or_more(user, submitted):
+    prefix = submitted["id"][:12]  # as the tables show it
+    done = cli("log", prefix, env=user["env"], cwd=user["cwd"])
+    assert done.returncode == 0 and f"build {submitted['id']} attempt 1" in done.stdout, done.stderr
+    engine = submitted["engine_id"]
+    done = cli("engines", "pin", engine[:8], env=user["env"], cwd=user["cwd"])
+    assert done.returncode == 0 and f"engine {engine} pinned" in done.stdout, done.stderr
+    assert cli("engines", "unpin", engine[:10], env=user["env"], cwd=user["cwd"]).returncode == 0
+    short = cli("log", submitted["id"][:7], env=user["env"], cwd=user["cwd"])
+    assert short.returncode != 0 and "8 to 32 hex characters" in short.stderr
 
 
 def test_engines_table_shows_profile_precision_and_level(user, submitted):
@@ -316,3 +327,12 @@ def test_fetch_to_a_name_without_the_suffix_adds_it(user, submitted):
     assert done.stdout.strip() == "engine.ort" and not (user["cwd"] / "engine").exists()
     assert "ONNX Runtime loads ORT-format engines by their .ort suffix" in done.stderr
     ort.InferenceSession(str(user["cwd"] / "engine.ort"), providers=["CPUExecutionProvider"])
+
+
+def test_a_dynamic_input_without_a_range_builds_at_ones_with_a_warning(user, submitted):
+    model = convnet(user["cwd"] / "noshape.onnx", channels=4, layers=1, seed=7)
+    done = cli("submit", str(model), "--target", "onnxruntime", "--wait", env=user["env"], cwd=user["cwd"], timeout=180)
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "succeeded" in text and "warning default_shape: no range for dynamic input(s): input (N, 3, 16, 16)" in text
+    assert "validated at 1x3x16x16" in text and "--shape input:MIN,OPT,MAX" in text

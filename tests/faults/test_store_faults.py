@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from registry.atomic import PART_PREFIX
+from registry.blobs.stamps import fingerprint
 from registry.db.tables import Model
 from registry.errors import FarmError
 from tests.integration.conftest import RunningFarm, batch_profile, built_engine_file
@@ -108,3 +109,41 @@ def test_a_flipped_byte_in_the_store_is_never_served(farm: RunningFarm, ort_runt
     with pytest.raises(FarmError):
         sdk.fetch(build.model, ort_runtime, batch_profile(), refresh=True)
     assert not any(p.name.startswith(engine.digest[7:]) for p in sdk.cache_dir.rglob("*") if p.is_file())
+
+
+def test_a_stamped_blob_changed_with_its_mtime_put_back_is_never_served(farm: RunningFarm, ort_runtime: str,
+                                                                         tmp_path: Path) -> None:
+    """A blob stamped as verified when the worker stored it (size, mtime, inode, ctime) streams without being
+    hashed again, until anything about its file changes: a byte flipped in place with the old mtime put back
+    still moves the ctime, so the artifact route hashes it, cuts the body before its last chunk and
+    quarantines it; the SDK, reading the large body from the connection itself, keeps nothing."""
+    sdk = farm.client(cache_dir=tmp_path / "first")
+    spec = batch_profile("x", rest=(1024,))
+    build = sdk.submit(matmul_model(tmp_path / "wide.onnx", k=1024, n=1024), ort_runtime, spec, timeout=120)
+    engine = sdk.engine(build.engine_id)
+    hexdigest = engine.digest[7:]
+    blob = farm.home / "blobs" / "blobs" / "sha256" / hexdigest[:2] / hexdigest
+    stamp = farm.home / "blobs" / "verified" / "sha256" / hexdigest[:2] / hexdigest
+    assert engine.size > 3 * MIB and stamp.read_text() == fingerprint(blob.stat())
+    assert sdk.fetch(build.model, ort_runtime, spec).read_bytes() == blob.read_bytes()  # the stamped path
+
+    before, good = blob.stat(), blob.read_bytes()
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as f:
+        f.seek(len(good) - 100)
+        f.write(bytes([good[-100] ^ 0xFF]))
+    os.utime(blob, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (blob.stat().st_size, blob.stat().st_mtime_ns, blob.stat().st_ino) == (
+        before.st_size, before.st_mtime_ns, before.st_ino)
+    with farm.http() as http, pytest.raises(httpx.RemoteProtocolError):
+        http.get(f"/v1/engines/{engine.id}/artifact")
+    assert not blob.exists() and (farm.home / "blobs" / "quarantine" / hexdigest).exists()
+    assert not stamp.exists()
+
+    blob.write_bytes(good[:-100] + bytes([good[-100] ^ 0xFF]) + good[-99:])  # the same corruption again
+    os.utime(blob, ns=(before.st_atime_ns, before.st_mtime_ns))
+    other = farm.client(cache_dir=tmp_path / "second")
+    with pytest.raises(FarmError):
+        other.fetch(build.model, ort_runtime, spec)
+    assert not any(p.name.startswith(hexdigest) for p in other.cache_dir.rglob("*") if p.is_file())
+    assert not blob.exists()

@@ -390,6 +390,13 @@ class RunningFarm:
 
         return make_celery(self.settings())
 
+    def blob_path(self, digest: str) -> Path:
+        """Where a folder-store farm (blobs="file") keeps a blob."""
+        from registry.blobs.local import LocalBlobStore
+
+        assert self.blob_url.startswith("file://"), "blob_path is for farms started with blobs='file'"
+        return LocalBlobStore(self.blob_url.removeprefix("file://")).path_for(digest)
+
     def blob_key(self, digest: str) -> str:
         hexdigest = digest.removeprefix("sha256:")
         return f"{self.s3_prefix}/blobs/sha256/{hexdigest[:2]}/{hexdigest}"
@@ -445,17 +452,18 @@ class RunningFarm:
         proc = self._spawn(f"worker{index}", ["worker"], extra)
         self.workers.append(proc)
         if wait:
-            self.wait_live([name])
+            self.wait_live([extra["TRTFARM_WORKER_NAME"]], procs=[proc])
         return proc
 
     def live_workers(self) -> set[str]:
         answer = httpx.get(f"{self.url}/v1/workers", timeout=10, headers=self.auth_headers).json()
         return {w["name"] for w in answer if w["live"]}
 
-    def wait_live(self, names: list[str], timeout: float = START_TIMEOUT_S) -> None:
+    def wait_live(self, names: list[str], timeout: float = START_TIMEOUT_S, procs: list[Proc] | None = None) -> None:
         deadline = time.monotonic() + timeout
+        watched = procs if procs is not None else [w for w in self.workers if w.env["TRTFARM_WORKER_NAME"] in names]
         while time.monotonic() < deadline:
-            dead = [w for w in self.workers if w.env["TRTFARM_WORKER_NAME"] in names and not w.alive]
+            dead = [w for w in watched if not w.alive]
             if dead:
                 raise RuntimeError(f"worker {dead[0].name} exited {dead[0].popen.returncode}:\n{dead[0].tail()}")
             if set(names) <= self.live_workers():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -126,36 +128,85 @@ def test_multipart_expected_digest_mismatch(small_mp_store: S3BlobStore, raw, tm
 
 
 def test_a_claimed_digest_is_checked_in_one_pass_and_against_a_stored_blob(small_mp_store: S3BlobStore,
-                                                                         tmp_path: Path) -> None:
-    """put_file with the right expected digest reads the file once (the parts hashed as they go up); a wrong
-    claim for a digest already stored is refused too, though nothing needs uploading."""
-    data, other = os.urandom(6 * MiB), os.urandom(6 * MiB)
+                                                                         tmp_path: Path, monkeypatch) -> None:
+    """put_file with the right expected digest hashes the file once, as the parts are cut (no hashing pass
+    first); the parts' bodies are then read from the file by botocore (its signature over plain HTTP, the
+    send). A wrong claim for a digest already stored is refused too, though nothing needs uploading."""
+    data, other = os.urandom(11 * MiB), os.urandom(6 * MiB)
     src, impostor = tmp_path / "big", tmp_path / "other"
     src.write_bytes(data)
     impostor.write_bytes(other)
-    reads = []
-    real_open = open
+    read, real_pread = [], os.pread
 
-    def counting_open(path, mode="r", *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        handle = real_open(path, mode, *args, **kwargs)
-        if Path(path) == src and "b" in mode:
-            original = handle.read
-            handle.read = lambda n=-1: (reads.append(n), original(n))[1]
-        return handle
+    def counting_pread(fd: int, n: int, offset: int) -> bytes:
+        chunk = real_pread(fd, n, offset)
+        read.append(len(chunk))
+        return chunk
 
-    import builtins
-
-    builtins.open, saved = counting_open, builtins.open
-    try:
-        assert small_mp_store.put_file(src, expected_digest=digest(data)).digest == digest(data)
-    finally:
-        builtins.open = saved
-    chunks = [n for n in reads if n != -1]
-    assert sum(1 for _ in chunks) <= 6 * MiB // (5 * MiB) + 2  # one pass of 5 MiB parts, not hash + upload
+    monkeypatch.setattr(os, "pread", counting_pread)
+    assert small_mp_store.put_file(src, expected_digest=digest(data)).digest == digest(data)
+    monkeypatch.undo()
+    assert sum(read) == 3 * len(data)  # cut and hashed once + signed + sent, with no hashing pass before
     assert small_mp_store.get_bytes(digest(data)) == data
     with pytest.raises(DigestMismatch):
         small_mp_store.put_file(impostor, expected_digest=digest(data))
     assert small_mp_store.get_bytes(digest(data)) == data
+
+
+def test_parts_stream_from_the_file_in_bounded_memory(moto_s3_url: str, tmp_path: Path) -> None:
+    """96 MiB in 16 MiB parts, 4 in flight: the uploading process grows by less than one part (part bodies
+    are windows over the file; they used to be bytes in memory, ~5 parts at once)."""
+    src = tmp_path / "big"
+    with open(src, "wb") as f:
+        for _ in range(96):
+            f.write(os.urandom(MiB))
+    script = """
+import sys
+from pathlib import Path
+from registry.blobs.s3 import S3BlobStore
+
+def kib(field):
+    return next(int(l.split()[1]) for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field))
+
+store = S3BlobStore(sys.argv[2], endpoint_url=sys.argv[1], region="us-east-1")
+store.ensure_bucket()
+store.put_bytes(b"warm up: boto3 loaded, connections open")
+Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from here
+before = kib("VmRSS")
+store.put_file(sys.argv[3])
+print((kib("VmHWM") - before) / 1024)
+"""
+    bucket = f"mem-{uuid.uuid4().hex[:12]}"
+    done = subprocess.run([sys.executable, "-c", script, moto_s3_url, bucket, str(src)], capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    growth_mib = float(done.stdout.strip().splitlines()[-1])
+    assert growth_mib < 16, f"the upload grew the process by {growth_mib:.1f} MiB"
+
+
+def test_a_part_sent_with_other_bytes_than_were_hashed_is_caught(small_mp_store: S3BlobStore, raw,
+                                                               tmp_path: Path, monkeypatch) -> None:
+    """The file changes after its part was hashed and before it is sent: the part's CRC-32 of the bytes sent
+    differs from the one taken while hashing, and the upload is aborted (moto, like some endpoints, does not
+    check ChecksumSHA256 itself)."""
+    store = small_mp_store
+    data = os.urandom(11 * MiB)
+    src = tmp_path / "big"
+    src.write_bytes(data)
+    real_upload_part = store._upload_part
+
+    def tamper_with_my_own_part(key, upload_id, part_no, part):  # noqa: ANN001, ANN202
+        if part_no == 2:  # hashed already (parts are cut before they are handed over), not sent yet
+            with open(src, "r+b") as f:
+                f.seek(6 * MiB)
+                f.write(bytes([data[6 * MiB] ^ 1]))
+        return real_upload_part(key, upload_id, part_no, part)
+
+    monkeypatch.setattr(store, "_upload_part", tamper_with_my_own_part)
+    with pytest.raises(BlobError, match="changed while it was being uploaded.*part 2"):
+        store.put_file(src, expected_digest=digest(data))
+    assert not store.exists(digest(data))
+    assert raw.list_multipart_uploads(Bucket=store.bucket).get("Uploads", []) == []
 
 
 def test_multipart_file_changing_during_upload_is_aborted(

@@ -1,19 +1,29 @@
-"""Alembic on real PostgreSQL: upgrade to head matches registry.db.tables exactly; downgrade undoes it."""
+"""Alembic on real PostgreSQL: upgrade to head matches registry.db.tables exactly; downgrade undoes it; 0006's
+backfill counts existing engines."""
 
 from __future__ import annotations
 
+import random
 import uuid
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
+from registry.blobs.local import LocalBlobStore
 from registry.db.migrate import alembic_config, upgrade
-from registry.db.tables import Base
+from registry.db.session import Database
+from registry.db.tables import Base, Build, Engine
+from registry.services.models import register_model
+from tests import fleets
 from tests.integration.conftest import Postgres, _admin, sqlalchemy_url
+from tests.models import convnet
 
-TABLES = {"models", "model_files", "builds", "engines", "timing_caches", "workers", "outbox", "api_keys"}
+TABLES = {"models", "model_files", "builds", "engines", "engine_signatures", "timing_caches", "workers", "outbox",
+          "api_keys"}
 
 
 @pytest.fixture
@@ -67,3 +77,35 @@ def test_downgrade_to_base_and_back(empty_database: str) -> None:
         engine.dispose()
     upgrade(empty_database)
     assert _diff(empty_database) == []
+
+
+def test_0006_fills_the_signature_summary_from_existing_engines(empty_database: str, tmp_path: Path) -> None:
+    """Engines written before 0006 are counted by its backfill as the service counts new ones."""
+    upgrade(empty_database, "0005")
+    db = Database(empty_database)
+    try:
+        convnet(tmp_path / "upload" / "m.onnx")
+        model, _ = register_model(db, LocalBlobStore(tmp_path / "blobs"), tmp_path / "upload", "m.onnx")
+        rows = fleets.engine_rows(random.Random(11), model.id, 300)
+        rows[0]["sku"] = rows[0]["cc"] = None
+        builds, engines = (sa.Table(name, sa.MetaData(), autoload_with=db.engine) for name in ("builds", "engines"))
+        with db.session() as s:  # the tables as 0005 has them (later revisions add columns the ORM knows)
+            s.execute(sa.insert(builds), [_columns_of(builds, r["build"]) for r in rows])
+            s.execute(sa.insert(engines), [_columns_of(engines, {k: v for k, v in r.items() if k != "build"})
+                                           for r in rows])
+        upgrade(empty_database)
+        assert fleets.summary_in(db) == fleets.summary(rows)
+    finally:
+        db.engine.dispose()
+
+
+def _columns_of(table: sa.Table, row: dict) -> dict:
+    """The row's values for the columns `table` has, with the ORM's defaults for those the row leaves out."""
+    orm = {"builds": Build, "engines": Engine}[table.name].__table__
+    values = {}
+    for column in table.columns:
+        if column.name in row:
+            values[column.name] = row[column.name]
+        elif (default := orm.columns[column.name].default) is not None:
+            values[column.name] = default.arg({}) if callable(default.arg) else default.arg
+    return values

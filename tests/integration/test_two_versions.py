@@ -52,3 +52,76 @@ def test_the_same_version_twice_is_refused_at_start(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, toolchains=f"onnxruntime={sys.executable},onnxruntime={link}")
     with pytest.raises(ToolchainError, match=f"are both onnxruntime {onnxruntime.__version__}; give each version once"):
         discover(settings)
+
+
+def test_matrix_builds_every_version_once_and_reports_what_is_there(farm_factory, peer_ort,  # noqa: ANN001
+                                                                     tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+
+    peer_python, peer_version = peer_ort
+    farm: RunningFarm = farm_factory(workers=0)
+    farm.add_worker(TRTFARM_TOOLCHAINS=f"onnxruntime={sys.executable},onnxruntime={peer_python}")
+    sdk = farm.client()
+    path = convnet(tmp_path / "m.onnx", channels=4, layers=1, seed=62)
+    seen: list[int] = []
+    rows = sdk.matrix(path, toolchain="onnxruntime", spec=batch_profile(),
+                      progress=lambda rs: seen.append(sum(r.outcome != "waiting" for r in rs)))
+    cpu = cpu_device()
+    assert sorted(r.target for r in rows) == sorted(f"onnxruntime=={v}@{cpu}"
+                                                   for v in (onnxruntime.__version__, peer_version))
+    assert [r.outcome for r in rows] == ["built", "built"] and seen[-1] == 2
+    assert {sdk.engine(r.build.engine_id).version for r in rows} == {onnxruntime.__version__, peer_version}
+
+    env = {**os.environ, "TRTFARM_URL": farm.url, "HOME": str(tmp_path)}
+    shape = "input:1x3x16x16,2x3x16x16,4x3x16x16"
+    done = subprocess.run([sys.executable, "-m", "registry.cli", "matrix", str(path), "--shape", shape, "--json"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [r["outcome"] for r in json.loads(done.stdout)] == ["already there", "already there"]
+    assert "2/2 done" in done.stderr
+    refused = subprocess.run([sys.executable, "-m", "registry.cli", "matrix", str(path), "--shape", shape,
+                              "--precision", "fp16", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    rows = json.loads(refused.stdout)
+    assert refused.returncode == 1 and {r["outcome"] for r in rows} == {"refused"}
+    assert all("invalid_spec" in r["reason"] and "TensorRT option" in r["reason"] for r in rows)
+
+
+def test_rollout_from_the_old_version_builds_what_it_serves_and_reports_changes(farm_factory, peer_ort,  # noqa: ANN001
+                                                                                 tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+
+    peer_python, peer_version = peer_ort
+    farm: RunningFarm = farm_factory(workers=0)
+    farm.add_worker(TRTFARM_TOOLCHAINS=f"onnxruntime={sys.executable},onnxruntime={peer_python}")
+    sdk = farm.client()
+    cpu = cpu_device()
+    old, new = f"onnxruntime=={peer_version}", f"onnxruntime=={onnxruntime.__version__}"
+    models = [sdk.upload(convnet(tmp_path / f"r{i}.onnx", channels=4, layers=1, seed=63 + i)) for i in range(3)]
+    for m in models:
+        assert sdk.submit(m.id, f"{old}@{cpu}", batch_profile(), wait=True).status == "succeeded"
+    sdk.fetch(models[0].id, runtime=f"{old}@{cpu}")  # only the first is used lately
+
+    plan = sdk.rollout(old, new, dry_run=True)
+    assert sorted(r.old.model for r in plan) == sorted(m.id for m in models)
+    assert {r.outcome for r in plan} == {"planned"} and {r.target for r in plan} == {f"{new}@{cpu}"}
+    recent = sdk.rollout(old, new, since_days=1)
+    assert [r.old.model for r in recent] == [models[0].id] and recent[0].outcome == "built"
+
+    env = {**os.environ, "TRTFARM_URL": farm.url, "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "registry.cli", "rollout", "--from", old, "--to", new, "--json"],
+                          capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    report = {r["model"]: r for r in json.loads(done.stdout)}
+    assert report[models[0].id]["outcome"] == "already there"  # resumed: what the first run built is kept
+    assert {report[m.id]["outcome"] for m in models[1:]} == {"built"}
+    for row in report.values():
+        assert row["old"]["version"] == peer_version and row["new"]["version"] == onnxruntime.__version__
+        assert row["new"]["validation_passed"] is True and row["latency_ratio"] > 0
+        assert row["new"]["max_rel_error"] is not None
+    assert sdk.resolve(models[1].id, runtime=f"{new}@{cpu}").engine.version == onnxruntime.__version__
+    with pytest.raises(Exception, match="from one version of a toolchain to another"):
+        sdk.rollout(old, old)

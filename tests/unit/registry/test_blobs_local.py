@@ -235,6 +235,8 @@ def test_bad_digests_rejected_everywhere(store: LocalBlobStore, tmp_path: Path, 
         lambda: store.open_range(bad),
         lambda: store.get_bytes(bad),
         lambda: store.get_to_file(bad, tmp_path / "dest"),
+        lambda: store.stream_verified(bad),
+        lambda: store.verify(bad),
         lambda: store.delete(bad),
         lambda: store.presigned_url(bad),
     ]

@@ -28,3 +28,15 @@ def test_spec_columns_of_a_tensorrt_and_an_onnxruntime_engine() -> None:
 ])
 def test_follow_prints_only_what_it_has_not_shown(shown, now, expected) -> None:  # noqa: ANN001
     assert _overlap(shown, now) == expected
+
+
+def test_one_range_per_input_on_the_command_line() -> None:
+    from registry.cli import _spec_from_flags
+    from registry.errors import InvalidSpec
+
+    flags = {"precision": [], "optimization_level": None, "hardware_compatibility": None, "version_compatible": False,
+             "refit": None, "workspace_mib": None, "ort_level": None, "bench": {}}
+    spec = _spec_from_flags(None, shape=["x:1x3,2x3,4x3", "y:1,1,1"], **flags)
+    assert set(spec["profiles"][0]) == {"x", "y"}
+    with pytest.raises(InvalidSpec, match="--shape gives input 'x' two ranges; one range per input"):
+        _spec_from_flags(None, shape=["x:1x3,2x3,4x3", "x:8x3"], **flags)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ from registry.spec import BuildSpec
 URL = "http://farm.test:8000"
 TOKEN = "s3cr3t"
 H100 = Runtime("tensorrt", "8.6.0", sku="h100-80gb-hbm3", cc="sm_90")
-PLAN = b"ftrt" + bytes(range(256)) * 64
+PLAN = b"ftrt" + bytes(20) + bytes([8, 6, 0, 12]) + bytes(range(256)) * 64  # a header of TensorRT 8.6.0
 MODEL = "sha256:" + "ab" * 32
 NOW = "2024-05-01T12:00:00Z"
 
@@ -227,6 +228,9 @@ def test_upload_posts_multipart_when_missing(tmp_path: Path) -> None:
     assert b'name="file"; filename="model.onnx"' in body
     assert b'name="files"; filename="data/w.bin"' in body
     assert onnx_path.read_bytes() in body and weights.read_bytes() in body
+    for path in (onnx_path, weights):  # each part states its digest (RFC 9530): the farm may send it on at once
+        stated = base64.b64encode(hashlib.sha256(path.read_bytes()).digest())
+        assert b"Content-Digest: sha-256=:" + stated + b":" in body
 
 
 def test_upload_refuses_an_id_disagreement(tmp_path: Path) -> None:

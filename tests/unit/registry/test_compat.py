@@ -48,8 +48,8 @@ def amp(sku=A100, cc="sm_80", **kw) -> Candidate:
     return plan(device="ampere_plus", sku=sku, cc=cc, hw="ampere_plus", **kw)
 
 
-def ort(version="1.23.2", device=CPU) -> Candidate:
-    return Candidate("o1", "onnxruntime", version, device, hardware_compatibility="none", version_compatible=False)
+def ort(version="1.23.2", device=CPU, hw="none") -> Candidate:
+    return Candidate("o1", "onnxruntime", version, device, hardware_compatibility=hw, version_compatible=False)
 
 
 def ort_rt(version="1.23.2", cpu=CPU) -> Runtime:
@@ -120,7 +120,13 @@ MATRIX = [
     ("trt-plan-ort-runtime", plan(), ort_rt(), None, "built by tensorrt, the runtime is onnxruntime"),
     ("ort-model-trt-runtime", ort(), rt(), None, "built by onnxruntime"),
     ("ort-exact", ort(), ort_rt(), E, CPU),
-    ("ort-wrong-isa", ort(device="x86_64-avx512"), ort_rt(), None, "optimized for x86_64-avx512"),
+    ("ort-wrong-isa", ort(device="x86_64-avx512"), ort_rt(), None,
+     "optimized for x86_64-avx512 at a hardware-specific level (layout or all)"),
+    ("ort-any-isa-other-isa", ort(device="x86_64-avx512", hw="any_isa"), ort_rt(), MatchClass.ANY_ISA,
+     "loads on any x86_64 CPU"),
+    ("ort-any-isa-same-isa", ort(hw="any_isa"), ort_rt(), E, CPU),
+    ("ort-any-isa-other-arch", ort(device="aarch64-neon", hw="any_isa"), ort_rt(), None, "aarch64-neon"),
+    ("ort-any-isa-other-version", ort(version="1.22.0", hw="any_isa"), ort_rt(), None, "1.22.0"),
     ("ort-wrong-arch", ort(device="aarch64-neon"), ort_rt(), None, "aarch64-neon"),
     ("ort-other-version", ort(version="1.22.0"), ort_rt(), None, "1.22.0"),
     ("ort-cpu-unknown", ort(), ort_rt(cpu=None), None, "unknown"),
@@ -257,7 +263,7 @@ def test_parse_version(text, expected):
 
 
 def test_match_class_rank_order():
-    assert [m.value for m in sorted(MatchClass, key=lambda m: m.rank)] == [E, S, A, V]
+    assert [m.value for m in sorted(MatchClass, key=lambda m: m.rank)] == [E, "any_isa", S, A, V]
     assert str(MatchClass.EXACT) == "exact" and f"{MatchClass.AMPERE_PLUS}" == "ampere_plus"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from registry import intake
 from registry.errors import InvalidModel
-from tests.models import convnet
+from tests.models import convnet, matmul_model
 from tests.models import protobuf_field as field
 
 
@@ -59,7 +59,86 @@ def test_a_model_that_needs_more_memory_than_allowed_is_refused(tmp_path):
         intake.inspect(path, "bomb.onnx", intake.IntakeLimits(max_elements=10**8, memory_mib=282), 6 << 20)
 
 
-def test_a_model_that_takes_too_long_is_refused(tmp_path):
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_a_model_that_takes_too_long_is_refused_and_its_child_killed(tmp_path):
+    model = matmul_model(tmp_path / "m.onnx", k=2000, n=2000)  # 16 MB: parsing and checking take ~0.1 s
+    intake.warm_up()
+    with pytest.raises(InvalidModel, match="longer than 0.01 s"):
+        intake.inspect(model, "m.onnx", intake.IntakeLimits(timeout_s=0.01), model.stat().st_size)
+    assert children(intake._SERVER.proc.pid) == []  # killed (and reaped) before inspect answered
+
+
+def test_checks_fork_from_one_warm_server_which_is_replaced_when_it_dies(tmp_path):
     model = convnet(tmp_path / "c.onnx", channels=4, layers=2)
+    size = model.stat().st_size
+    intake.warm_up()
+    server = intake._SERVER.proc
+    for _ in range(2):
+        assert intake.inspect(model, "c.onnx", intake.IntakeLimits(), size)["inputs"][0]["name"] == "input"
+    assert intake._SERVER.proc is server and server.poll() is None
+    server.kill()
+    server.wait()
+    assert intake.inspect(model, "c.onnx", intake.IntakeLimits(), size)["inputs"][0]["name"] == "input"
+    assert intake._SERVER.proc is not server
+    intake.shut_down()
+    assert intake._SERVER is None
+    assert intake.inspect(model, "c.onnx", intake.IntakeLimits(), size)["opsets"]  # started again on demand
+
+
+def test_without_pidfds_each_check_runs_in_a_new_interpreter(tmp_path, monkeypatch):
+    model = convnet(tmp_path / "c.onnx", channels=4, layers=2)
+    monkeypatch.setattr(intake, "_pidfds_work", lambda: False)
+    intake.shut_down()
+    assert intake.inspect(model, "c.onnx", intake.IntakeLimits(), model.stat().st_size)["external_files"] == []
+    assert intake._SERVER is None
+    with pytest.raises(InvalidModel, match="needs more than 300 MiB"):
+        intake.inspect(bomb(tmp_path, EMPTY_NODE * 3_000_000), "bomb.onnx",
+                       intake.IntakeLimits(max_elements=10**8, memory_mib=282), 6 << 20)
     with pytest.raises(InvalidModel, match="longer than 0.01 s"):
         intake.inspect(model, "c.onnx", intake.IntakeLimits(timeout_s=0.01), model.stat().st_size)
+
+
+def _float_data_model(path: Path) -> Path:
+    """Initializers in float_data and int64_data (not raw_data), a Constant node's tensor attribute."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], value=helper.make_tensor("cv", TensorProto.FLOAT, [2], [1.0, 2.0])),
+         helper.make_node("Add", ["x", "w"], ["s"]), helper.make_node("Add", ["s", "c"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        initializer=[helper.make_tensor("w", TensorProto.FLOAT, [2], np.array([3.0, 4.0]).tolist()),
+                     helper.make_tensor("shape", TensorProto.INT64, [2], [1, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="t")
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("make", ["matmul", "float_data", "external"])
+def test_a_skeleton_summarises_like_the_model_without_its_weights(tmp_path, make):
+    from registry import onnxinfo
+    from tests.models import external_data_model
+
+    path = {"matmul": lambda: matmul_model(tmp_path / "m.onnx", k=300, n=300),
+            "float_data": lambda: _float_data_model(tmp_path / "f.onnx"),
+            "external": lambda: external_data_model(tmp_path / "ext")}[make]()
+    outline = intake.skeleton(path)
+    assert outline is not None and len(outline) <= path.stat().st_size
+    if make == "matmul":
+        assert len(outline) < 2000 < 300 * 300 * 4 < path.stat().st_size
+    assert onnxinfo.summary(path, path.name, outline) == onnxinfo.summary(path, path.name)
+
+
+def test_no_skeleton_of_garbage_and_a_broken_one_falls_back_to_the_file(tmp_path):
+    from registry import onnxinfo
+
+    (tmp_path / "g.onnx").write_bytes(b"\xff" * 100)
+    assert intake.skeleton(tmp_path / "g.onnx") is None
+    model = convnet(tmp_path / "c.onnx", channels=4, layers=2)
+    assert onnxinfo.summary(model, "c.onnx", b"\xff\xff not a protobuf") == onnxinfo.summary(model, "c.onnx")

@@ -45,9 +45,16 @@ def test_too_short(size):
 @pytest.mark.parametrize("start", [b"ORTM", b"FTRT", b"\x08\x07\x12\x00", b"PK\x03\x04"])
 def test_wrong_magic(start):
     data = start + bytes(20) + bytes([8, 6, 0, 12])
-    with pytest.raises(NotAPlan, match="not a TensorRT plan: starts with") as info:
+    with pytest.raises(NotAPlan, match="not a TensorRT plan of the 8.6 header layout: starts with") as info:
         read_plan_header(data)
     assert repr(start) in str(info.value) and "b'ftrt'" in str(info.value)
+
+
+def test_the_8_5_layout_is_an_unknown_layout_with_its_reason():
+    """TensorRT 8.5.3.1 plans start with ftrt but read 2.128.1.0 at bytes 24..27 (measured on an H100)."""
+    with pytest.raises(NotAPlan, match=r"unknown plan header layout: bytes 24..27 read 2.128.1.0, not a TensorRT "
+                                       r"version \(TensorRT before 8.6 writes another layout\)"):
+        read_plan_header(header(2, 128, 1, 0))
 
 
 def test_not_a_plan_is_invalid_input():
@@ -66,3 +73,21 @@ def test_read_from_file_reads_only_the_header(tmp_path):
     onnx_file.write_bytes(b"\x08\x08\x12\x0ctrtfarm-tests" + bytes(40))
     with pytest.raises(NotAPlan, match="not a TensorRT plan"):
         read_plan_file_header(onnx_file)
+
+
+
+def test_a_plan_is_checked_against_the_runtime_before_it_is_handed_out(tmp_path):
+    from registry.errors import PlanMismatch
+    from registry.planheader import check_loadable
+
+    plan = tmp_path / "e.plan"
+    plan.write_bytes(header(8, 6, 0, 12, tail=b"\x00" * 10))
+    check_loadable(plan, "tensorrt", False, "8.6.0")  # same version
+    check_loadable(plan, "tensorrt", False, "8.6.0.12")
+    check_loadable(plan, "tensorrt", True, "8.6.1")  # version-compatible: the compatibility rules decided
+    check_loadable(plan, "onnxruntime", False, "1.23.2")  # not a plan: nothing to check
+    with pytest.raises(PlanMismatch, match="header says TensorRT 8.6.0.12 built it; this runtime is 8.5.3.1"):
+        check_loadable(plan, "tensorrt", False, "8.5.3.1")
+    old = tmp_path / "old.plan"
+    old.write_bytes(header(2, 128, 1, 0))  # 8.5's layout: no version to compare
+    check_loadable(old, "tensorrt", False, "8.5.3.1")

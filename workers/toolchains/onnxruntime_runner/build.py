@@ -57,10 +57,16 @@ def build(args: Any) -> dict[str, Any]:
         "build_seconds": round(seconds, 4),
         "size": out.stat().st_size,
         "device": cpu_device(),
+        # ONNX Runtime: above `extended` the saved model may hold hardware-specific optimizations (NCHWc
+        # layouts for the ISA it ran on); up to `extended` it loads on any CPU of the architecture
+        "hardware_specific": level in HARDWARE_SPECIFIC_LEVELS,
         "warnings": warnings,
     }
     log(f"saved {out.name}: {meta['size']} bytes in {seconds:.2f} s")
     return {"metadata": meta}
+
+
+HARDWARE_SPECIFIC_LEVELS = ("layout", "all")
 
 
 def _optimize(model: Path, tmp: Path, level: str, fmt: str) -> tuple[Any, list[str]]:

@@ -20,6 +20,19 @@ def plan_header(plan: bytes) -> tuple[str | None, int | None]:
     return f"{plan[24]}.{plan[25]}.{plan[26]}", plan[27]
 
 
+def header_of(plan: bytes, built_by: str) -> dict:
+    """What the plan's header says, checked against the TensorRT that built it: {"plan_version",
+    "plan_build"}, with both None and a "plan_header" note saying why when the layout is not the one measured
+    on 8.6 (magic "ftrt", the version at bytes 24..27): TensorRT 8.5.3.1 writes another layout."""
+    version, build = plan_header(plan)
+    if version is not None and built_by.startswith(version):
+        return {"plan_version": version, "plan_build": build, "plan_header": "ftrt, version at bytes 24..27"}
+    found = f"magic {plan[:4]!r}, bytes 24..27 = {'.'.join(str(b) for b in plan[24:28])}"
+    return {"plan_version": None, "plan_build": None,
+            "plan_header": f"unknown layout ({found}): TensorRT {built_by} does not write its version where "
+                           "8.6 does; the version recorded is the builder's"}
+
+
 def deserialize(trt, logger, plan: bytes):
     """(runtime, engine or None); the runtime must outlive the engine."""
     runtime = trt.Runtime(logger)
@@ -34,12 +47,10 @@ def describe_plan(trt, logger, plan: bytes, spec: dict, cache_info: dict, second
     if engine is None:
         raise RunnerError("build_error", "TensorRT built a plan that it cannot deserialize: "
                                          + ("; ".join(logger.errors) or "no error logged"))
-    plan_version, plan_build = plan_header(plan)
     return {
         "toolchain": "tensorrt",
         "version": trt.__version__,
-        "plan_version": plan_version,
-        "plan_build": plan_build,
+        **header_of(plan, trt.__version__),
         "hardware_compatibility": spec["hardware_compatibility"],
         "version_compatible": bool(spec["version_compatible"]),
         "refittable": bool(engine.refittable),

@@ -70,10 +70,17 @@ def test_partial_target_without_fleet_is_refused(farm):
         _submit(settings, db, model, target="onnxruntime")
 
 
-def test_dynamic_input_needs_a_profile(farm):
+def test_a_dynamic_input_without_a_range_is_built_at_ones_with_a_warning(farm):
     settings, db, model = farm
-    with pytest.raises(InvalidSpec, match="dynamic input"):
-        _submit(settings, db, model, spec={"onnxruntime": {"graph_optimization_level": "all"}})
+    info, created = _submit(settings, db, model, spec={"onnxruntime": {"graph_optimization_level": "all"}})
+    assert created and [w.code for w in info.warnings] == ["default_shape"]
+    assert "validated at 1x" in info.warnings[0].message and info.spec["profiles"] == []
+
+
+def test_a_profile_naming_a_missing_input_is_still_refused(farm):
+    settings, db, model = farm
+    with pytest.raises(InvalidSpec, match="the model has no input 'image'"):
+        _submit(settings, db, model, spec={"profiles": [{"image": {"min": [1], "opt": [1], "max": [1]}}]})
 
 
 def test_claim_once_then_finish_guarded_by_attempt(farm):

@@ -40,8 +40,7 @@ def test_sql_resolve_matches_the_pure_ranking_on_generated_fleets(model, seed: i
     fleets.insert(db, rows)
     outcomes = Counter()
     for _ in range(60):
-        shapes = {"input": (rng.choice((1, 2, 8, 32, 64)), 3, 16, 16)} if rng.random() < 0.3 else None
-        outcomes[fleets.check_resolution(db, model_id, rows, fleets.runtime(rng), shapes)] += 1
+        outcomes[fleets.check_resolution(db, model_id, rows, fleets.runtime(rng), **fleets.question(rng, rows))] += 1
     assert len(outcomes) >= 2, outcomes  # both answers and refusals were compared
 
 

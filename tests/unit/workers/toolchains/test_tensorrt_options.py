@@ -280,6 +280,8 @@ def make_builder_class(trt, dla_cores: int):
                 return None
             trt.last_build = (network, config)
             header = bytes(int(p) for p in (trt.__version__.split(".") + ["12"])[:4])
+            if trt.__version__.startswith("8.5"):  # measured on an H100: 8.5.3.1 writes another layout
+                header = bytes([2, 128, 1, 0])
             return b"ftrt" + bytes(20) + header + b"fake plan"
 
     return Builder
@@ -733,6 +735,16 @@ def test_shared_symbolic_dims_from_the_onnx_file(tmp_path, install):
 # ---------------------------------------------------------------------------------------------------------
 # The build command end to end (fake TensorRT)
 # ---------------------------------------------------------------------------------------------------------
+def test_a_plan_header_of_another_layout_is_recorded_as_unknown_with_the_reason(tmp_path, install):
+    install(make_fake_trt("8.6", version="8.5.3.1"))
+    code, result = run_build(tmp_path, write_model(tmp_path, [STATIC_X]), canonical())
+    assert code == 0, result
+    meta = result["metadata"]
+    assert meta["version"] == "8.5.3.1" and meta["plan_version"] is None and meta["plan_build"] is None
+    assert meta["plan_header"].startswith("unknown layout (magic b'ftrt', bytes 24..27 = 2.128.1.0): TensorRT 8.5.3.1 "
+                                          "does not write its version where 8.6 does")
+
+
 def test_build_writes_plan_cache_and_metadata(tmp_path, install):
     trt = install(make_fake_trt("8.6"))
     cache_in = tmp_path / "cache.in"
