@@ -68,6 +68,7 @@ from registry.status import BuildStatus
 from registry.transfer import receive
 
 MAX_REDIRECTS = 5
+REVALIDATE_S = 300.0  # a local answer older than this is checked with the farm (one resolve) before use
 PART_IDLE_S = 15 * 60  # a download untouched this long was killed: its temp file is swept
 SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")  # an engine file's suffix that may name a cached file
 SpecLike = BuildSpec | Mapping[str, Any] | None
@@ -84,6 +85,7 @@ class Farm(FleetOps):
         cache_dir: str | os.PathLike[str] | None = None,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        revalidate_after_s: float | None = None,
     ) -> None:
         url = url or os.environ.get("TRTFARM_URL")
         if not url:
@@ -95,6 +97,9 @@ class Farm(FleetOps):
         self.clock: Callable[[], float] = time.monotonic
         self._timeout = timeout
         self._transport = transport
+        # a local answer older than this is checked with the farm on its next use (TRTFARM_REVALIDATE_S)
+        self.revalidate_after_s = revalidate_after_s if revalidate_after_s is not None else float(
+            os.environ.get("TRTFARM_REVALIDATE_S") or REVALIDATE_S)
         headers = {"User-Agent": f"trtfarm/{__version__}"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -323,6 +328,8 @@ class Farm(FleetOps):
         mid = self._model_ref(model, upload=False)
         question = self._question(mid, rt, spec, shapes)
         engine = None if refresh else self._index_hit(question, verify_cached)
+        if engine is not None and self._stale(question):
+            engine = self._revalidated(question, engine, mid, rt, spec, shapes)
         if engine is None:
             engine = self._resolve_or_build(model, mid, rt, spec, build_if_missing, target, wait_timeout,
                                             progress, shapes).engine
@@ -442,6 +449,25 @@ class Farm(FleetOps):
         except (OSError, ValueError, FarmError):
             return None
         return engine if cached_ok(path, engine.digest, engine.size, verify, self._stamp(path)) else None
+
+    def _stale(self, question: dict[str, Any]) -> bool:
+        try:
+            return time.time() - self._index_path(question).stat().st_mtime > self.revalidate_after_s
+        except OSError:
+            return False
+
+    def _revalidated(self, question: dict[str, Any], engine: EngineInfo, mid: str, rt: Runtime, spec: SpecLike,
+                     shapes: Mapping[str, Sequence[int]] | None) -> EngineInfo | None:
+        """The local answer, still the farm's (its index entry touched), or None when the farm has a better one
+        now. A farm that cannot be asked leaves the local answer standing: a host keeps working offline."""
+        try:
+            best = self.resolve(mid, rt, spec, shapes).engine
+        except FarmError:
+            return engine
+        if best.id != engine.id:
+            return None
+        os.utime(self._index_path(question))
+        return engine
 
     def _index_write(self, question: dict[str, Any], engine: EngineInfo) -> None:
         with atomic_file(self._index_path(question), "w") as f:

@@ -28,13 +28,19 @@ def _record(url: str, model: str, runtime: str, spec_json: str | None) -> Path:
     return default_cache_dir() / "quick" / f"{key}.json"
 
 
+REVALIDATE_S = 300.0  # registry.client.REVALIDATE_S (not imported: that would load the SDK)
+
+
 def answer(model: str, runtime: str, spec_json: str | None) -> Path | None:
     """The cached engine of a question answered before, or None (then ask the SDK)."""
     url = os.environ.get("TRTFARM_URL")
     if not url or runtime == "auto":
         return None
     try:
-        found = json.loads(_record(url, model, runtime, spec_json).read_text())
+        record = _record(url, model, runtime, spec_json)
+        if time.time() - record.stat().st_mtime > float(os.environ.get("TRTFARM_REVALIDATE_S") or REVALIDATE_S):
+            return None  # old enough to ask the farm again (the SDK does, and this record is written anew)
+        found = json.loads(record.read_text())
         if any(fingerprint(os.stat(p)) != seen for p, seen in found["model_files"]):
             return None
         engine = Path(found["engine"])

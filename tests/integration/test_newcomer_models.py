@@ -118,3 +118,27 @@ def test_fetch_by_shape_picks_the_engine_whose_profile_holds_it(farm: RunningFar
                               timeout=60)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["path"].endswith(engines[wide.engine_id].digest.removeprefix("sha256:") + ".ort")
+
+
+def test_a_local_answer_is_checked_with_the_farm_once_it_is_old(farm: RunningFarm, ort_runtime: str,
+                                                               tmp_path: Path) -> None:
+    import os
+    import time
+
+    sdk = farm.client(cache_dir=tmp_path / "cache")
+    model = sdk.upload(fully_convolutional(tmp_path / "r.onnx", batch="N", spatial=16, seed=12))
+    first = sdk.submit(model.id, ort_runtime, batch_profile(), wait=True)
+    path = sdk.fetch(model.id, runtime=ort_runtime)
+    basic = {"onnxruntime": {"graph_optimization_level": "basic", "optimized_model_format": "ort"}}
+    newer = sdk.submit(model.id, ort_runtime, {**batch_profile(), **basic}, wait=True)  # the farm's answer now
+    digests = {e.id: e.digest.removeprefix("sha256:") for e in sdk.engines(model.id)}
+    assert digests[first.engine_id] != digests[newer.engine_id] and path.name.startswith(digests[first.engine_id])
+    assert sdk.fetch(model.id, runtime=ort_runtime) == path  # a fresh local answer: no question asked
+    for index in (tmp_path / "cache" / "index").glob("*.json"):  # the answer is now older than the limit
+        os.utime(index, (time.time() - 3600, time.time() - 3600))
+    again = sdk.fetch(model.id, runtime=ort_runtime)
+    assert again.name.startswith(digests[newer.engine_id])
+    farm.stop_api()  # offline: an old local answer still serves
+    for index in (tmp_path / "cache" / "index").glob("*.json"):
+        os.utime(index, (time.time() - 3600, time.time() - 3600))
+    assert sdk.fetch(model.id, runtime=ort_runtime) == again
