@@ -13,7 +13,7 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from registry import errors as e
-from registry.schemas import DIGEST, HEX_ID, ID_OR_PREFIX, SLUG, ErrorBody
+from registry.schemas import DIGEST, HEX_ID, ID_OR_PREFIX, MODEL_OR_PREFIX, SLUG, ErrorBody
 
 log = logging.getLogger("trtfarm.api")
 
@@ -84,6 +84,7 @@ PATTERNS = {  # what an id or name that fails its pattern should look like, and 
     ID_OR_PREFIX: "an id, or a prefix of one, of 8 to 32 hex characters (list them with `trtfarm builds` / "
                   "`trtfarm engines MODEL`)",
     DIGEST: "sha256:<64 hex> (a model id: `trtfarm submit` prints it; the SDK computes it)",
+    MODEL_OR_PREFIX: "a model id (sha256:<64 hex>) or a prefix of its digest of 8 or more hex characters",
     SLUG: "lower-case letters, digits, '.', '_' or '-' (e.g. onnxruntime, 8.6.0, h100-80gb-hbm3, x86_64-avx2)",
 }
 

@@ -68,6 +68,7 @@ from registry.status import BuildStatus
 from registry.transfer import receive
 
 MAX_REDIRECTS = 5
+MODEL_PREFIX_TEXT = re.compile(r"^(sha256:)?[0-9a-f]{8,64}$")
 REVALIDATE_S = 300.0  # a local answer older than this is checked with the farm (one resolve) before use
 PART_IDLE_S = 15 * 60  # a download untouched this long was killed: its temp file is swept
 SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")  # an engine file's suffix that may name a cached file
@@ -192,6 +193,8 @@ class Farm(FleetOps):
         """A model id from an id or a path (uploading the path when `upload`)."""
         if isinstance(model, str) and is_digest(model):
             return model
+        if isinstance(model, str) and MODEL_PREFIX_TEXT.match(model) and not Path(model).is_file():
+            return self.model(model).id  # a prefix, as the tables show it: the farm knows the whole id
         if not Path(model).is_file():
             raise InvalidInput(f"model {str(model)!r} is neither a model id (sha256:<hex>) nor an existing .onnx file")
         return self.upload(model).id if upload else self.model_id(model)

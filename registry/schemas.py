@@ -15,6 +15,7 @@ from registry.status import BuildStatus
 DIGEST = r"^sha256:[0-9a-f]{64}$"  # a model id, a blob digest
 HEX_ID = r"^[0-9a-f]{32}$"  # a build or engine id
 ID_OR_PREFIX = r"^[0-9a-f]{8,32}$"  # a build or engine id, or a unique prefix of it (registry.services.ids)
+MODEL_OR_PREFIX = r"^(sha256:)?[0-9a-f]{8,64}$"  # a model id, or a unique prefix of its digest
 SLUG = r"^[a-z0-9][a-z0-9_.-]{0,127}$"  # a toolchain, a device (SKU, sm_XX, CPU), a version
 MAX_PLUGINS = 16
 

@@ -19,13 +19,13 @@ from api.errors import COMMON, documented
 from registry.atomic import writer_tag
 from registry.auth import Principal
 from registry.errors import InvalidModel
-from registry.schemas import DIGEST, ModelInfo
+from registry.schemas import MODEL_OR_PREFIX, ModelInfo
 from registry.services import models
 from registry.stores import FarmStores
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses={**COMMON, **documented(413, 502, 507)})
 UPLOAD_DIR_PREFIX = "trtfarm-upload-"  # swept at API start when an API died mid-upload (api/serve.py)
-ModelId = PathParam(pattern=DIGEST, description="a model id (sha256:<64 hex>)")
+ModelId = PathParam(pattern=MODEL_OR_PREFIX, description="a model id (sha256:<64 hex>), or a unique prefix of 8+ hex")
 
 
 @router.post("", response_model=ModelInfo, status_code=201,

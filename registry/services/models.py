@@ -24,6 +24,7 @@ from registry.digests import digest_of_file, model_id
 from registry.errors import InvalidModel, ModelNotFound
 from registry.intake import IntakeLimits
 from registry.schemas import FileInfo, ModelInfo
+from registry.services.ids import full_model_id
 
 DEFAULT_LIMITS = IntakeLimits()
 
@@ -100,7 +101,9 @@ def exists(db: Database, mid: str) -> None:
 
 
 def get_model(session: Session, mid: str) -> Model:
-    row = session.get(Model, mid)
+    """A model by id, or by a unique prefix of its hex digest of at least 8 characters."""
+    full = full_model_id(session, Model.id, mid)
+    row = session.get(Model, full) if full else None
     if row is None:
         raise ModelNotFound(f"no model {mid}; upload it first (POST /v1/models or `trtfarm submit PATH`)")
     return row

@@ -232,6 +232,11 @@ def test_every_command_takes_an_id_prefix_of_eight_or_more(user, submitted):
     assert cli("engines", "unpin", engine[:10], env=user["env"], cwd=user["cwd"]).returncode == 0
     short = cli("log", submitted["id"][:7], env=user["env"], cwd=user["cwd"])
     assert short.returncode != 0 and "8 to 32 hex characters" in short.stderr
+    model_prefix = submitted["model"][7:19]  # as `trtfarm builds` shows it
+    listed = _json(cli("engines", model_prefix, "--json", env=user["env"], cwd=user["cwd"]))
+    assert listed and {e["model"] for e in listed} == {submitted["model"]}
+    done = cli("fetch", "sha256:" + model_prefix, "--runtime", submitted["target"], env=user["env"], cwd=user["cwd"])
+    assert done.returncode == 0 and done.stdout.strip().endswith(".ort"), done.stderr
 
 
 def test_engines_table_shows_profile_precision_and_level(user, submitted):

@@ -31,3 +31,24 @@ def test_whole_ids_unique_prefixes_ambiguous_prefixes_and_misses(tmp_path: Path)
         with pytest.raises(InvalidInput, match="x id prefix 'aaaaaaaa' is ambiguous: it starts aaaaaaaa1"):
             full_id(s, Worker.name, "aaaaaaaa", "x")
     db.engine.dispose()
+
+
+def test_model_ids_take_a_prefix_of_their_digest_with_or_without_sha256(tmp_path: Path) -> None:
+    from registry.db.tables import Model
+    from registry.services.ids import full_model_id
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url)
+    db = Database(url)
+    ids = ["sha256:" + "c" * 64, "sha256:" + "d" * 8 + "1" * 56, "sha256:" + "d" * 8 + "2" * 56]
+    with db.session() as s:
+        s.execute(insert(Model), [{"id": i, "name": "m", "size": 1, "inputs": [], "outputs": [], "opsets": {},
+                                   "ir_version": 8} for i in ids])
+    with db.session() as s:
+        assert full_model_id(s, Model.id, "cccccccc") == ids[0]
+        assert full_model_id(s, Model.id, "sha256:cccccccccccc") == ids[0]
+        assert full_model_id(s, Model.id, ids[1]) == ids[1]
+        assert full_model_id(s, Model.id, "eeeeeeee") is None
+        with pytest.raises(InvalidInput, match="model id prefix 'sha256:dddddddd' is ambiguous"):
+            full_model_id(s, Model.id, "dddddddd")
+    db.engine.dispose()
