@@ -332,10 +332,10 @@ def log(build_id: str, follow: bool = typer.Option(False, "-f", "--follow",
     shown: list[str] = []
     while True:
         build = farm.build(build_id)  # before the log: a build that ended has its whole log by now
-        if build.status == BuildStatus.QUEUED:  # no log yet: nothing to show
-            time.sleep(1.0)
-            continue
-        lines = farm.log(build_id).splitlines()
+        text = "" if build.status == BuildStatus.QUEUED else farm.log(build_id)
+        if text.startswith(f"(build {build.id} is ") and text.rstrip().endswith("no log yet)"):
+            text = ""  # the farm's placeholder, not a line of the log
+        lines = text.splitlines()
         for new in lines[_overlap(shown, lines):]:
             out.print(new, markup=False, highlight=False)
             shown.append(new)
@@ -345,13 +345,18 @@ def log(build_id: str, follow: bool = typer.Option(False, "-f", "--follow",
 
 
 def _overlap(shown: list[str], lines: list[str]) -> int:
-    """How many of `lines` (a later view of the log: its tail while running, all of it at the end) were
-    shown already: the longest prefix of `lines` that ends the shown lines."""
+    """How many of `lines` (a later view of the log: its tail while running, all of it at the end) were shown
+    already: the longest prefix of `lines` that ends the shown lines; else, when the view starts before what
+    was shown (the whole log after a tail), the place where the last shown lines end in it."""
     if not shown:
         return 0
     for k in range(min(len(shown), len(lines)), 0, -1):
         if lines[k - 1] == shown[-1] and lines[:k] == shown[-k:]:
             return k
+    m = min(len(shown), 50)
+    for end in range(len(lines), m - 1, -1):
+        if lines[end - m:end] == shown[-m:]:
+            return end
     return 0
 
 

@@ -25,6 +25,7 @@ def test_spec_columns_of_a_tensorrt_and_an_onnxruntime_engine() -> None:
     (["a", "b"], ["x", "y"], 0),                 # nothing in common: all new
     (["a", "x", "a"], ["x", "a", "b"], 2),       # a repeated line: the longest consistent overlap
     (["a", "a"], ["a", "a", "a"], 2),
+    (["c", "d", "e"], ["a", "b", "c", "d", "e", "f"], 5),  # the whole log after a tail that had rotated
 ])
 def test_follow_prints_only_what_it_has_not_shown(shown, now, expected) -> None:  # noqa: ANN001
     assert _overlap(shown, now) == expected
