@@ -129,7 +129,11 @@ def test_a_refused_and_an_accepted_upload_of_the_same_bytes_at_once(s3: S3, stor
         t.start()
     for t in threads:
         t.join(120)
-    assert isinstance(outcomes["refused"], InvalidModel) and "longer than" in str(outcomes["refused"])
+    refused = outcomes["refused"]
+    if isinstance(refused, InvalidModel):
+        assert "longer than" in str(refused)
+    else:  # the accepted upload registered the model before this one checked it: this one found it there
+        assert refused[1] is False  # type: ignore[index]
     info, created = outcomes["accepted"]  # type: ignore[misc]
     assert created and store.get_bytes(info.id) == paths[1].read_bytes()
     assert leftovers(s3, store) == ({store.object_key(info.id)}, [])
