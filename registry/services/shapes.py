@@ -35,15 +35,14 @@ def normalized(spec: BuildSpec, model: Model, toolchain: str) -> tuple[BuildSpec
         profiles = []
     dynamic = {n: s for n, s in shapes.items() if n not in static}
     missing = sorted(set(dynamic) - set(profiles[0] if profiles else {}))
-    warnings = []
-    if missing and (profiles or toolchain == "tensorrt"):
-        defaults = {n: _ones(dynamic[n]) for n in missing}
+    if not missing:
+        return spec.model_copy(update={"profiles": tuple(profiles)}), []
+    defaults = {n: _ones(dynamic[n]) for n in missing}
+    if profiles or toolchain == "tensorrt":  # TensorRT needs a range for each; given profiles name every input
         profiles = [{**p, **defaults} for p in (profiles or [{}])]
-        warnings.append(_warning(missing, dynamic, defaults, "built for"))
-    elif missing:
-        defaults = {n: _ones(dynamic[n]) for n in missing}
-        warnings.append(_warning(missing, dynamic, defaults, "validated at"))
-    return spec.model_copy(update={"profiles": tuple(profiles)}), warnings
+        return spec.model_copy(update={"profiles": tuple(profiles)}), [_warning(missing, dynamic, defaults,
+                                                                                "built for")]
+    return spec.model_copy(update={"profiles": ()}), [_warning(missing, dynamic, defaults, "validated at")]
 
 
 def _ones(shape: list) -> ShapeRange:
@@ -51,12 +50,10 @@ def _ones(shape: list) -> ShapeRange:
     return ShapeRange(min=dims, opt=dims, max=dims)
 
 
-def _warning(missing: list[str], dynamic: dict[str, list], defaults: dict, verb: str) -> dict[str, str]:
-    shown = "; ".join(f"{n} {describe(dynamic[n])} {verb} {shape_text(_dims(defaults[n]))}" for n in missing)
+def _warning(missing: list[str], dynamic: dict[str, list], defaults: dict[str, ShapeRange],
+             verb: str) -> dict[str, str]:
+    shown = "; ".join(f"{n} {describe(dynamic[n])} {verb} {shape_text(defaults[n].min)}" for n in missing)
     return {"code": "default_shape",
             "message": f"no range for dynamic input(s): {shown} (trtexec's default: 1 for every dynamic "
                        f"dimension); give --shape {missing[0]}:MIN,OPT,MAX for the shapes you will run"}
 
-
-def _dims(value: Any) -> tuple[int, ...]:
-    return value.min if isinstance(value, ShapeRange) else tuple(value)

@@ -4,6 +4,9 @@ engine. The CPU stand-in for a GPU host with TensorRT 8.5 and 8.6 side by side (
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,12 +21,25 @@ from tests.models import convnet
 from workers.context import discover
 
 
+def two_version_farm(farm_factory, peer_python: str) -> RunningFarm:  # noqa: ANN001
+    """A farm whose one worker serves this interpreter's ONNX Runtime and the peer's (older) one."""
+    farm: RunningFarm = farm_factory(workers=0)
+    farm.add_worker(TRTFARM_TOOLCHAINS=f"onnxruntime={sys.executable},onnxruntime={peer_python}")
+    return farm
+
+
+def cli(farm: RunningFarm, home: Path, *args: str) -> subprocess.CompletedProcess:
+    """`trtfarm ARGS` against the farm, as a user's shell runs it."""
+    env = {**os.environ, "TRTFARM_URL": farm.url, "HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "registry.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=180)
+
+
 def test_one_worker_builds_for_both_versions_and_each_runtime_gets_its_own(farm_factory, peer_ort,  # noqa: ANN001
                                                                            tmp_path: Path) -> None:
     peer_python, peer_version = peer_ort
     assert peer_version != onnxruntime.__version__
-    farm: RunningFarm = farm_factory(workers=0)
-    farm.add_worker(TRTFARM_TOOLCHAINS=f"onnxruntime={sys.executable},onnxruntime={peer_python}")
+    farm = two_version_farm(farm_factory, peer_python)
     sdk = farm.client()
     (worker,) = sdk.workers()
     assert sorted(t["version"] for t in worker.toolchains) == sorted([onnxruntime.__version__, peer_version])
@@ -56,13 +72,8 @@ def test_the_same_version_twice_is_refused_at_start(tmp_path: Path) -> None:
 
 def test_matrix_builds_every_version_once_and_reports_what_is_there(farm_factory, peer_ort,  # noqa: ANN001
                                                                      tmp_path: Path) -> None:
-    import json
-    import os
-    import subprocess
-
     peer_python, peer_version = peer_ort
-    farm: RunningFarm = farm_factory(workers=0)
-    farm.add_worker(TRTFARM_TOOLCHAINS=f"onnxruntime={sys.executable},onnxruntime={peer_python}")
+    farm = two_version_farm(farm_factory, peer_python)
     sdk = farm.client()
     path = convnet(tmp_path / "m.onnx", channels=4, layers=1, seed=62)
     seen: list[int] = []
@@ -74,15 +85,12 @@ def test_matrix_builds_every_version_once_and_reports_what_is_there(farm_factory
     assert [r.outcome for r in rows] == ["built", "built"] and seen[-1] == 2
     assert {sdk.engine(r.build.engine_id).version for r in rows} == {onnxruntime.__version__, peer_version}
 
-    env = {**os.environ, "TRTFARM_URL": farm.url, "HOME": str(tmp_path)}
     shape = "input:1x3x16x16,2x3x16x16,4x3x16x16"
-    done = subprocess.run([sys.executable, "-m", "registry.cli", "matrix", str(path), "--shape", shape, "--json"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    done = cli(farm, tmp_path, "matrix", str(path), "--shape", shape, "--json")
     assert done.returncode == 0, done.stderr
     assert [r["outcome"] for r in json.loads(done.stdout)] == ["already there", "already there"]
     assert "2/2 done" in done.stderr
-    refused = subprocess.run([sys.executable, "-m", "registry.cli", "matrix", str(path), "--shape", shape,
-                              "--precision", "fp16", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    refused = cli(farm, tmp_path, "matrix", str(path), "--shape", shape, "--precision", "fp16", "--json")
     rows = json.loads(refused.stdout)
     assert refused.returncode == 1 and {r["outcome"] for r in rows} == {"refused"}
     assert all("invalid_spec" in r["reason"] and "TensorRT option" in r["reason"] for r in rows)
@@ -90,13 +98,8 @@ def test_matrix_builds_every_version_once_and_reports_what_is_there(farm_factory
 
 def test_rollout_from_the_old_version_builds_what_it_serves_and_reports_changes(farm_factory, peer_ort,  # noqa: ANN001
                                                                                  tmp_path: Path) -> None:
-    import json
-    import os
-    import subprocess
-
     peer_python, peer_version = peer_ort
-    farm: RunningFarm = farm_factory(workers=0)
-    farm.add_worker(TRTFARM_TOOLCHAINS=f"onnxruntime={sys.executable},onnxruntime={peer_python}")
+    farm = two_version_farm(farm_factory, peer_python)
     sdk = farm.client()
     cpu = cpu_device()
     old, new = f"onnxruntime=={peer_version}", f"onnxruntime=={onnxruntime.__version__}"
@@ -111,9 +114,7 @@ def test_rollout_from_the_old_version_builds_what_it_serves_and_reports_changes(
     recent = sdk.rollout(old, new, since_days=1)
     assert [r.old.model for r in recent] == [models[0].id] and recent[0].outcome == "built"
 
-    env = {**os.environ, "TRTFARM_URL": farm.url, "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "registry.cli", "rollout", "--from", old, "--to", new, "--json"],
-                          capture_output=True, text=True, env=env, timeout=180)
+    done = cli(farm, tmp_path, "rollout", "--from", old, "--to", new, "--json")
     assert done.returncode == 0, done.stderr
     report = {r["model"]: r for r in json.loads(done.stdout)}
     assert report[models[0].id]["outcome"] == "already there"  # resumed: what the first run built is kept
