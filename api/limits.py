@@ -9,35 +9,37 @@ from registry.errors import InvalidRequest, TooLarge
 
 
 class BodySizeLimit:
-    """ASGI middleware: a request body over `limit` bytes is answered 413 as soon as it crosses it."""
+    """ASGI middleware: a request body over `limit` bytes is answered 413 as soon as it crosses it. `paths`:
+    path -> (limit, its setting, what to do) for the routes with a limit of their own."""
 
-    def __init__(self, app, limit: int) -> None:  # noqa: ANN001
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, paths: dict[str, tuple[int, str, str]] | None = None) -> None:  # noqa: ANN001
+        self.app, self.limit, self.paths = app, limit, paths or {}
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
             return await self.app(scope, receive, send)
+        limit, setting, hint = self.paths.get(scope["path"].rstrip("/"), (
+            self.limit, "TRTFARM_MAX_UPLOAD_MIB", "split external data or raise the limit"))
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared and int(declared) > self.limit:
-            return await self._reject(send)
+        if declared and int(declared) > limit:
+            return await self._reject(send, limit, setting, hint)
         seen = 0
 
         async def counted():  # noqa: ANN202
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 raise _TooLarge()
             return message
 
         try:
             await self.app(scope, counted, send)
         except _TooLarge:
-            await self._reject(send)
+            await self._reject(send, limit, setting, hint)
 
-    async def _reject(self, send) -> None:  # noqa: ANN001
-        error = TooLarge(f"the request body is over the {self.limit >> 20} MiB limit (TRTFARM_MAX_UPLOAD_MIB); "
-                         "split external data or raise the limit")
+    async def _reject(self, send, limit: int, setting: str, hint: str) -> None:  # noqa: ANN001
+        error = TooLarge(f"the request body is over the {limit >> 20} MiB limit ({setting}); {hint}")
         body = json.dumps(error.to_dict())
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})

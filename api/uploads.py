@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from registry.blobs.base import StreamedPut
-from registry.errors import InvalidModel, StoreFull, TooLarge
+from registry.errors import InvalidModel, InvalidRequest, StoreFull, TooLarge
 
 FLUSH = 1 << 20
 MAIN, EXTERNAL = "file", "files"  # the form's field names: the .onnx, and its external data files
@@ -246,3 +246,38 @@ def safe_name(name: str) -> str:
         raise InvalidModel(f"file name {name[:80]!r}… is too long: at most {MAX_NAME} bytes per folder or file name "
                            f"and {MAX_PATH} in all")
     return path.as_posix()
+
+
+async def receive_body(request: Request, dest: Path, what: str) -> tuple[str, int]:
+    """Stream a raw request body (one file, not multipart) into `dest`, hashed as it is written, 1 MiB at a time
+    in a worker thread: ("sha256:<hex>", size). A `Content-Digest: sha-256=:<base64>:` header must match
+    (else InvalidRequest, nothing kept)."""
+    try:
+        claimed = content_digest(request.headers.get("content-digest", "").encode("latin-1") or None, what)
+    except InvalidModel as exc:
+        raise InvalidRequest(exc.message) from None
+    digest, size, pending = hashlib.sha256(), 0, bytearray()
+    with open(dest, "wb") as out:
+        async for chunk in request.stream():
+            pending.extend(chunk)
+            if len(pending) >= FLUSH:
+                size += await run_in_threadpool(_append, out, digest, pending)
+                pending = bytearray()
+        size += await run_in_threadpool(_append, out, digest, pending)
+    found = "sha256:" + digest.hexdigest()
+    if claimed is not None and found != claimed:
+        raise InvalidRequest(f"{what} hashes to {found}, not to the digest its Content-Digest header states "
+                             f"({claimed}): it changed on the way; send it again")
+    return found, size
+
+
+def _append(out: IO[bytes], digest: Any, data: bytearray) -> int:
+    try:
+        out.write(data)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StoreFull("the API's upload folder is full; nothing was kept. Free space (or point TMPDIR "
+                            "elsewhere) and upload again") from None
+        raise
+    digest.update(data)
+    return len(data)

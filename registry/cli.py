@@ -15,10 +15,19 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from registry.cliplugins import PLUGIN_HELP
+from registry.clitrtexec import HELP as TRTEXEC_HELP
+from registry.clitypes import SUBMIT_HELP as TYPING_HELP
+from registry.clitypes import apply_flags as apply_typing_flags
 from registry.errors import FarmError, InvalidSpec
 from registry.status import BuildStatus
 
 COMMANDS_GROUP = "trtfarm.commands"
+CALIBRATION_HELP = {
+    "calibration": "INT8 calibration: a data set (.npz, one array per model input, axis 0 = samples) or a TensorRT "
+                   "calibration cache, uploaded unless the farm has it; or the sha256:… digest of an upload",
+    "algorithm": "the INT8 calibrator for a data set: entropy2 (the default), entropy, minmax or legacy",
+}
 app = typer.Typer(help="trtfarm: build farm and registry for TensorRT / ONNX Runtime engines.", no_args_is_help=True)
 out = Console(soft_wrap=True)  # never hard-wrap: paths, logs and ids must survive pipes and copy-paste
 err = Console(stderr=True, soft_wrap=True)
@@ -107,17 +116,39 @@ def submit(
     bench_seconds: Optional[float] = typer.Option(None, "--bench-seconds",
                                                   help="end the benchmark after this long (default 5; >= 3 runs)"),
     no_bench: bool = typer.Option(False, "--no-bench", help="validate the engine but do not time it"),
+    sanitize: bool = typer.Option(False, "--sanitize",
+                                  help="sanitize the model first: fold constants, convert opset < 7, name '?' dims "
+                                       "(the steps: --spec '{\"sanitize\": {...}}')"),
+    layer_precision: list[str] = typer.Option([], "--layer-precision", help=TYPING_HELP["layer_precision"]),
+    layer_output_types: list[str] = typer.Option([], "--layer-output-types", help=TYPING_HELP["layer_output_types"]),
+    precision_constraints: Optional[str] = typer.Option(None, "--precision-constraints",
+                                                        help=TYPING_HELP["precision_constraints"]),
+    io_format: list[str] = typer.Option([], "--io-format", help=TYPING_HELP["io_format"]),
+    calibration: Optional[str] = typer.Option(None, "--calibration", help=CALIBRATION_HELP["calibration"]),
+    calibration_algorithm: Optional[str] = typer.Option(None, "--calibration-algorithm",
+                                                        help=CALIBRATION_HELP["algorithm"]),
+    plugin: list[str] = typer.Option([], "--plugin", help=PLUGIN_HELP),
+    trtexec: Optional[str] = typer.Option(None, "--trtexec", help=TRTEXEC_HELP),
     wait: bool = typer.Option(False, "--wait", help="wait for the build and show its progress"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Submit a build (deduplicated by key: the same request returns the same build)."""
     spec = _spec_from_flags(spec_json, precision=precision, shape=shape, optimization_level=optimization_level,
                             hardware_compatibility=hardware_compatibility, version_compatible=version_compatible,
-                            refit=refit, workspace_mib=workspace_mib, ort_level=ort_level,
+                            refit=refit, workspace_mib=workspace_mib, ort_level=ort_level, sanitize=sanitize,
                             bench={"iterations": bench_iterations, "max_seconds": bench_seconds,
                                    "enabled": False if no_bench else None})
+    spec = apply_typing_flags(spec, layer_precision=layer_precision, layer_output_types=layer_output_types,
+                              precision_constraints=precision_constraints, io_format=io_format)
+    spec = {**spec, "calibration_algorithm": calibration_algorithm} if calibration_algorithm else spec
     farm = _farm()
-    build = _submit_with_progress(farm, model, target, spec) if wait else farm.submit(model, target, spec, wait=False)
+    if trtexec:
+        from registry.clitrtexec import apply_trtexec
+
+        spec, calibration = apply_trtexec(trtexec, spec, spec_json=spec_json, calibration=calibration, model=model,
+                                          target=target, farm=farm)
+    build = (_submit_with_progress(farm, model, target, spec, calibration, plugin) if wait
+             else farm.submit(model, target, spec, calibration=calibration, plugins=plugin, wait=False))
     if as_json:
         _print_json(build.model_dump(mode="json"))
     else:
@@ -150,6 +181,8 @@ def _spec_from_flags(spec_json: str | None, **flags: Any) -> dict:
         spec["version_compatible"] = True
     if flags["ort_level"]:
         spec.setdefault("onnxruntime", {})["graph_optimization_level"] = flags["ort_level"]
+    if flags.get("sanitize") and not spec.get("sanitize"):  # the steps --spec names stand
+        spec["sanitize"] = True
     bench = {k: v for k, v in flags["bench"].items() if v is not None}
     if bench:
         spec["bench"] = {**spec.get("bench", {}), **bench}
@@ -177,12 +210,14 @@ def _json_spec(text: str | None) -> dict | None:
     return spec
 
 
-def _submit_with_progress(farm, model: str, target: str, spec: dict):  # noqa: ANN001, ANN202
+def _submit_with_progress(farm, model: str, target: str, spec: dict, calibration: str | None = None,  # noqa: ANN001, ANN202
+                          plugins: list[str] | None = None):
     """Submit and wait, showing progress on stderr: a spinner on a terminal, else one line per change
     (CI logs). A build that ends other than succeeded is returned, not raised: the caller prints it."""
     show, done = _progress_view()
     try:
-        return farm.submit(model, target, spec, wait=True, progress=show)
+        return farm.submit(model, target, spec, calibration=calibration, plugins=plugins or (), wait=True,
+                           progress=show)
     except FarmError as exc:
         if getattr(exc, "build", None) is not None:
             show(exc.build)
@@ -319,6 +354,16 @@ def builds(status: Optional[str] = None, model: Optional[str] = None, limit: int
     out.print(table)
 
 
+@app.command("build")
+def show_build(build_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show one build: status, error, warnings (what sanitizing did, among them), engine."""
+    info = _farm().build(build_id)
+    if as_json:
+        return _print_json(info.model_dump(mode="json"))
+    _print_build(info)
+    return None
+
+
 @app.command()
 def log(build_id: str, follow: bool = typer.Option(False, "-f", "--follow",
                                                   help="print new lines as the build runs, until it ends")) -> None:
@@ -428,28 +473,6 @@ def spec_columns(spec: dict, toolchain: str) -> tuple[str, str, str]:
     return profiles, precision, f"opt {spec.get('optimization_level', 3)}"
 
 
-@app.command()
-def gc(keep_last: int = typer.Option(..., "--keep-last", min=0, help="keep the newest N per (model, target, spec)"),
-       unused_days: float = typer.Option(..., "--unused-days", min=0,
-                                         help="keep engines downloaded or built within D days"),
-       dry_run: bool = typer.Option(False, "--dry-run", help="only say what would go"),
-       as_json: bool = typer.Option(False, "--json")) -> None:
-    """Remove engines that are not pinned, not among the newest N, not used within D days (admin)."""
-    report = _farm().gc(keep_last, unused_days, dry_run=dry_run)
-    if as_json:
-        return _print_json(report.model_dump(mode="json"))
-    table = Table("engine", "model", "target", "size", "created", "last fetched")
-    for r in report.removed:
-        table.add_row(r.engine_id[:12], r.model[7:19], r.target, str(r.size), r.created_at.strftime("%Y-%m-%d"),
-                      r.last_fetched_at.strftime("%Y-%m-%d %H:%M") if r.last_fetched_at else "never")
-    out.print(table)
-    kept = ", ".join(f"{n} {why}" for why, n in sorted(report.kept.items())) or "none"
-    verb = "would remove" if report.dry_run else "removed"
-    out.print(f"{verb} {len(report.removed)} engine(s); kept {kept}"
-              + ("" if report.dry_run else f"; {report.blobs_removed} blob(s), {report.bytes_freed} bytes freed"))
-    return None
-
-
 @app.command("delete-model")
 def delete_model(model: str, yes: bool = typer.Option(False, "--yes", help="no question asked")) -> None:
     """Remove a model with its builds, engines and the blobs nothing else uses (admin)."""
@@ -497,8 +520,14 @@ def resume_worker(name: str) -> None:
 
 
 from registry.clifleet import register as _register_fleet_commands  # noqa: E402 - it imports from here
+from registry.cliinspect import register as _register_inspect  # noqa: E402
+from registry.cliplugins import register as _register_plugin_commands  # noqa: E402
+from registry.clitypes import register as _register_engine_show  # noqa: E402
 
 _register_fleet_commands(app)
+_register_plugin_commands(app)
+_register_inspect(app)
+_register_engine_show(engines_app)
 
 if __name__ == "__main__":
     main()

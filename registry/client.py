@@ -25,6 +25,7 @@ import httpx
 
 from registry import __version__, onnxinfo
 from registry.atomic import PART_PREFIX, atomic_file, sweep
+from registry.calibclient import CalibrationLike, CalibrationOps
 from registry.compat import Runtime
 from registry.digests import ModelFile, canonical_json, digest_of_file, is_digest, model_id, sha256_hex
 from registry.errors import (
@@ -43,15 +44,9 @@ from registry.errors import (
 )
 from registry.fleetclient import FleetOps
 from registry.keys import spec_family
-from registry.localfiles import (
-    PathDigests,
-    cached_ok,
-    copy_out,
-    default_cache_dir,
-    mark_verified,
-    stamp_path,
-)
+from registry.localfiles import PathDigests, cached_ok, copy_out, default_cache_dir, mark_verified, stamp_path
 from registry.planheader import check_loadable
+from registry.pluginclient import PluginLike, PluginOps, warn_plugins
 from registry.runtime import as_runtime
 from registry.schemas import (
     BuildInfo,
@@ -76,7 +71,7 @@ SpecLike = BuildSpec | Mapping[str, Any] | None
 Progress = Callable[[BuildInfo], Any]
 
 
-class Farm(FleetOps):
+class Farm(FleetOps, CalibrationOps, PluginOps):
     """A client of one farm. Thread-compatible (one per thread), usable as a context manager."""
 
     def __init__(
@@ -207,8 +202,8 @@ class Farm(FleetOps):
         target: str | Runtime,
         spec: SpecLike = None,
         *,
-        plugins: Sequence[str] = (),
-        calibration: str | None = None,
+        plugins: Sequence[PluginLike] = (),
+        calibration: CalibrationLike = None,
         wait: bool = True,
         progress: Progress | None = None,
         poll_interval: float = 1.0,
@@ -216,15 +211,16 @@ class Farm(FleetOps):
     ) -> BuildInfo:
         """Request a build (an existing build for the same key is returned). With `wait`, poll until it ends.
 
-        `model` is a model id or a path (uploaded first if the farm lacks it). A failed build raises
-        BuildFailed (`.build` holds the BuildInfo), a cancelled one BuildCancelled, a timeout BuildTimeout.
-        """
+        `model` is a model id or a path (uploaded first if the farm lacks it); so is `calibration` (INT8: a
+        digest, or an .npz data set or calibration cache to upload), and each of `plugins` (TensorRT plugin
+        libraries: uploading one needs an admin key; TRTFARM_ALLOWED_PLUGINS must allow it). A failed build raises
+        BuildFailed (`.build` holds the BuildInfo), a cancelled one BuildCancelled, a timeout BuildTimeout."""
         request = BuildRequest(
             model=self._model_ref(model, upload=True),
             target=target.target() if isinstance(target, Runtime) else str(target),
             spec=spec_payload(spec),
-            plugins=list(plugins),
-            calibration=calibration,
+            plugins=self._plugin_refs(plugins),
+            calibration=self._calibration_ref(calibration),
         )
         info = BuildInfo.model_validate(
             self._request("POST", "/v1/builds", json=request.model_dump(mode="json")).json())
@@ -325,7 +321,8 @@ class Farm(FleetOps):
         index with no network call while its blob is cached; `refresh=True` asks the farm again. With
         `build_if_missing`, a missing engine is built (target from `target` or the runtime) and waited for.
         `dest` gets a copy of the engine; its path is returned then. `shapes` ({input: shape}) asks for an engine
-        whose optimization profiles hold those shapes (a 422 naming the engines' ranges when none does).
+        whose optimization profiles hold those shapes (a 422 naming the engines' ranges when none does). An engine
+        built with plugin libraries warns PluginLibrariesNeeded (EngineInfo.plugins; registry/pluginclient.py).
         """
         rt = self.runtime(runtime)
         mid = self._model_ref(model, upload=False)
@@ -340,6 +337,7 @@ class Farm(FleetOps):
             self._index_write(question, engine)
         blob = self.engine_path(engine)
         check_loadable(blob, engine.toolchain, engine.version_compatible, rt.version)
+        warn_plugins(engine)
         return blob if dest is None else copy_out(blob, Path(dest), Path(engine.filename).name or blob.name)
 
     def _resolve_or_build(

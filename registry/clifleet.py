@@ -1,5 +1,5 @@
-"""`trtfarm matrix`: the fleet-wide client commands, added to `registry.cli`'s app by `register` (kept apart
-to keep registry/cli.py short)."""
+"""`trtfarm matrix`, `rollout`, `gc`: the fleet-wide client commands, added to `registry.cli`'s app by
+`register` (kept apart to keep registry/cli.py short)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ def register(app: typer.Typer) -> None:
     """Add these commands to the CLI (`registry.cli` calls it on its app, also when run as __main__)."""
     app.command()(matrix)
     app.command()(rollout)
+    app.command()(gc)
 
 
 def matrix(
@@ -127,3 +128,52 @@ def _rollout_table(rows, to: str) -> None:  # noqa: ANN001
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
     summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "no engine of that version"
     out.print(f"rollout to {to}: {summary}", markup=False, highlight=False)
+
+
+def gc(keep_last: int = typer.Option(..., "--keep-last", min=0, help="keep the newest N per (model, target, spec)"),
+       unused_days: float = typer.Option(..., "--unused-days", min=0,
+                                         help="keep engines, and timing-cache partitions, used within D days"),
+       dry_run: bool = typer.Option(False, "--dry-run", help="only say what would go"),
+       as_json: bool = typer.Option(False, "--json")) -> None:
+    """Remove engines that are not pinned, not among the newest N, not used within D days; compact the timing
+    caches: superseded generations, and partitions unused D days whose TensorRT version no live worker serves
+    (admin)."""
+    from registry.cli import _farm, _print_json
+
+    report = _farm().gc(keep_last, unused_days, dry_run=dry_run)
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+    else:
+        gc_summary(report)
+
+
+def gc_summary(report) -> None:  # noqa: ANN001
+    """The engines and timing-cache blobs gc removed (or would), then what it kept and freed."""
+    from registry.cli import out
+
+    table = Table("engine", "model", "target", "size", "created", "last fetched")
+    for r in report.removed:
+        table.add_row(r.engine_id[:12], r.model[7:19], r.target, str(r.size), r.created_at.strftime("%Y-%m-%d"),
+                      r.last_fetched_at.strftime("%Y-%m-%d %H:%M") if r.last_fetched_at else "never")
+    out.print(table)
+    caches = report.timing_caches_removed
+    if caches:
+        table = Table("timing-cache partition", "generation", "blob", "size", "reason", "since")
+        for c in caches:
+            table.add_row(c.partition, "" if c.generation is None else str(c.generation), c.digest[7:19], str(c.size),
+                          c.reason, c.since.strftime("%Y-%m-%d %H:%M"))
+        out.print(table)
+
+    def counts(kept: dict[str, int]) -> str:
+        return ", ".join(f"{n} {why}" for why, n in sorted(kept.items())) or "none"
+
+    verb = "would remove" if report.dry_run else "removed"
+    whole = len({c.partition for c in caches if c.reason == "partition_unused"})
+    lines = [f"{verb} {len(report.removed)} engine(s); kept {counts(report.kept)}",
+             f"timing caches: {verb} {len(caches)} blob(s) ({sum(c.size for c in caches)} bytes), {whole} whole "
+             f"partition(s); partitions kept whole: {counts(report.timing_caches_kept)}"]
+    if not report.dry_run:
+        lines.append(f"{report.blobs_removed} blob(s) deleted; {report.bytes_freed} engine bytes and "
+                     f"{report.timing_cache_bytes_freed} timing-cache bytes freed")
+    for line in lines:
+        out.print(line, markup=False, highlight=False)

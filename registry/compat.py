@@ -25,7 +25,9 @@ runtime deserializes only version-compatible plans, and loading one that embeds 
 that host code, so the client must allow it. A plan built with `exclude_lean_runtime` carries no lean
 runtime: only a runtime of the builder's own version loads it.
 
-Ties within a class: newer build first, then lower measured latency (unmeasured last).
+Ties within a class: wider optimization profiles first (`Candidate.width`, the engine's profile width: log2
+of how many input shapes its profiles hold, registry.services.shapes), then newer build, then lower measured
+latency (unmeasured last), then id.
 Every rejection carries a one-line reason; `no_match` turns them into the 404 body.
 """
 
@@ -134,6 +136,7 @@ class Candidate:
     exclude_lean_runtime: bool = False
     created_at: float | datetime | None = None
     latency_ms: float | None = None
+    width: float = 0.0  # profile width: log2 of how many input shapes its profiles hold (the widest wins a tie)
 
 
 class Match(NamedTuple):
@@ -423,6 +426,7 @@ def _sort_key(r: Choice) -> tuple:
     latency = r.candidate.latency_ms
     return (
         r.match_class.rank,
+        -r.candidate.width,
         -_timestamp(r.candidate.created_at),
         latency is None,
         latency if latency is not None else 0.0,

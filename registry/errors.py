@@ -60,6 +60,32 @@ class InvalidModel(InvalidInput):
     code = "invalid_model"
 
 
+class InvalidCalibration(InvalidInput):
+    """A calibration upload that is neither a readable .npz data set of numeric arrays nor a TensorRT
+    calibration cache, or one that does not fit the model and spec it is submitted with."""
+
+    code = "invalid_calibration"
+
+
+class InvalidPlugin(InvalidInput):
+    """A plugin library upload that is not an ELF shared object a TensorRT process could load."""
+
+    code = "invalid_plugin"
+
+
+class PluginNotAllowed(InvalidInput):
+    """A build names a plugin library whose digest the farm's allow-list (TRTFARM_ALLOWED_PLUGINS) lacks: the
+    API refuses it at submit, and a worker whose own allow-list lacks it fails the build without loading it."""
+
+    code = "plugin_not_allowed"
+
+
+class CalibrationNeeded(InvalidInput):
+    """An INT8 build of a model without Q/DQ nodes, submitted without calibration data or a cache."""
+
+    code = "calibration_needed"
+
+
 class NotAPlan(InvalidInput):
     """Bytes that do not start like a TensorRT plan."""
 
@@ -106,6 +132,14 @@ class NotFound(FarmError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class CalibrationNotFound(NotFound):
+    code = "calibration_not_found"
+
+
+class PluginNotFound(NotFound):
+    code = "plugin_not_found"
 
 
 class BuildNotFound(NotFound):

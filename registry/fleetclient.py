@@ -145,7 +145,8 @@ class FleetOps:
         return EngineInfo.model_validate(self._request("POST", f"/v1/engines/{engine_id}/unpin").json())
 
     def gc(self, keep_last: int, unused_days: float, dry_run: bool = True) -> GcReportInfo:
-        """Remove engines nobody needs (admin scope; a dry run unless dry_run=False): see `trtfarm gc`."""
+        """Remove engines nobody needs and compact the timing caches (admin scope; a dry run unless
+        dry_run=False): see `trtfarm gc`."""
         body = {"keep_last": keep_last, "unused_days": unused_days, "dry_run": dry_run}
         return GcReportInfo.model_validate(self._request("POST", "/v1/gc", json=body).json())
 

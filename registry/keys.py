@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from registry.digests import canonical_json, sha256_hex
-from registry.spec import COMPAT_OPTIONS, MEASUREMENT_OPTIONS, BuildSpec
+from registry.spec import ADDED_OPTIONS, COMPAT_OPTIONS, MEASUREMENT_OPTIONS, BuildSpec
 
 KEY_VERSION = 1
 
@@ -43,5 +43,13 @@ def spec_family(spec: BuildSpec) -> str:
 
 
 def _recipe(spec: BuildSpec) -> dict[str, Any]:
-    """The canonical spec without the measurement options (they don't change the engine)."""
-    return {k: v for k, v in spec_canonical(spec).items() if k not in MEASUREMENT_OPTIONS}
+    """The canonical spec without the measurement options (they don't change the engine) and without the
+    options added after key version 1 while at their default (every earlier spec keeps its key)."""
+    defaults = _added_defaults()
+    return {k: v for k, v in spec_canonical(spec).items()
+            if k not in MEASUREMENT_OPTIONS and not (k in defaults and v == defaults[k])}
+
+
+def _added_defaults() -> dict[str, Any]:
+    canonical = spec_canonical(BuildSpec())
+    return {k: canonical[k] for k in ADDED_OPTIONS if k in canonical}

@@ -61,14 +61,76 @@ def load(path: str | os.PathLike[str], name: str | None = None) -> Any:
 
 
 def check(path: str | os.PathLike[str], name: str) -> None:
-    """onnx.checker by path (external data beside it); InvalidModel with the checker's first line."""
+    """onnx.checker by path (external data beside it); InvalidModel with the checker's first line. Nodes of ops
+    that ONNX does not define, in its own domain, are TensorRT plugin ops (`plugin_ops`): the checker, which
+    refuses them, is shown them in a domain of their own (`_check_as_plugins`) and checks everything else."""
     import onnx
 
     try:
         onnx.checker.check_model(str(path))
     except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise InvalidModel(f"{name} fails the ONNX checker: {first}", details={"checker": str(exc)[:4000]}) from None
+        if "No Op registered for" not in str(exc) or not _check_as_plugins(Path(path), name):
+            raise _checker_failure(name, exc) from None
+
+
+def _checker_failure(name: str, exc: Exception) -> InvalidModel:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    return InvalidModel(f"{name} fails the ONNX checker: {first}", details={"checker": str(exc)[:4000]})
+
+
+PLUGIN_DOMAIN = "trtfarm.plugin"  # where the checker is shown the plugin ops: it checks no node of a foreign domain
+
+
+def _check_as_plugins(path: Path, name: str) -> bool:
+    """Whether the model has plugin ops; then the checker runs on a copy beside it (its external data paths
+    resolve alike) that moves them to PLUGIN_DOMAIN, and its complaint about the rest is InvalidModel."""
+    import onnx
+
+    proto = load(path, name)
+    ops = set(plugin_ops(proto))
+    if not ops:
+        return False
+    for node in nodes(proto):
+        if node.domain in ("", "ai.onnx") and node.op_type in ops:
+            node.domain = PLUGIN_DOMAIN
+    proto.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
+    copy = path.with_name(f".plugin-check-{os.getpid()}-{path.name}")
+    try:
+        copy.write_bytes(proto.SerializeToString())
+        onnx.checker.check_model(str(copy))
+    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
+        raise _checker_failure(name, exc) from None
+    finally:
+        copy.unlink(missing_ok=True)
+    return True
+
+
+def nodes(proto: Any) -> Iterator[Any]:
+    """Every node of the graph, of its subgraphs and of the model's functions."""
+
+    def walk(found: Any) -> Iterator[Any]:
+        for node in found:
+            yield node
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    yield from walk(attr.g.node)
+                for sub in attr.graphs:
+                    yield from walk(sub.node)
+
+    yield from walk(proto.graph.node)
+    for function in proto.functions:
+        yield from walk(function.node)
+
+
+def plugin_ops(proto: Any) -> list[str]:
+    """The op types of the default domain that ONNX does not define (in any opset) nor the model as a function:
+    what TensorRT's ONNX parser builds as the plugin of that name (EfficientNMS_TRT), and what neither the ONNX
+    checker nor ONNX Runtime can run."""
+    import onnx
+
+    functions = {f.name for f in proto.functions if f.domain in ("", "ai.onnx")}
+    return sorted({node.op_type for node in nodes(proto) if node.domain in ("", "ai.onnx")
+                   and node.op_type not in functions and not onnx.defs.has(node.op_type)})
 
 
 def tensors(graph: Any) -> Iterator[Any]:
@@ -206,7 +268,39 @@ def summary(path: Path, main: str, outline: bytes | None = None) -> dict[str, An
         "opsets": {(o.domain or "ai.onnx"): int(o.version) for o in proto.opset_import},
         "ir_version": int(proto.ir_version),
         "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+        "op_types": op_types(proto),
     }
+
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")  # the default domain's: what TensorRT reads as explicit INT8
+
+
+def op_types(proto: Any) -> dict[str, int]:
+    """Node count per op type over the graph, its subgraphs and the model's functions: "Conv" for the default
+    domain (ai.onnx), "domain:Op" for others (e.g. "com.microsoft:QuantizeLinear")."""
+    counts: dict[str, int] = {}
+
+    def walk(nodes: Any) -> None:
+        for node in nodes:
+            name = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op_type}"
+            counts[name] = counts.get(name, 0) + 1
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    walk(attr.g.node)
+                for sub in attr.graphs:
+                    walk(sub.node)
+
+    walk(proto.graph.node)
+    for function in proto.functions:
+        walk(function.node)
+    return dict(sorted(counts.items()))
+
+
+def has_qdq(ops: dict[str, int] | None) -> bool | None:
+    """Whether an op-type summary holds Q/DQ nodes (explicit quantization); None when it is unknown."""
+    if ops is None:
+        return None
+    return any(ops.get(name) for name in QDQ_OPS)
 
 
 def local_layout(path: Path) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from registry.status import BuildStatus
 
@@ -46,6 +46,9 @@ class ModelInfo(Schema):
     ir_version: int
     producer: str = ""
     files: list[FileInfo] = []
+    op_types: dict[str, int] | None = Field(
+        None, description="node count per op type (\"domain:Op\" outside ai.onnx); null for models registered "
+                          "before the farm recorded it")
     created_at: datetime
 
 
@@ -58,8 +61,36 @@ class BuildRequest(BaseModel):
     spec: dict[str, Any] = Field(default_factory=dict, description="BuildSpec fields; unknown fields are an error")
     plugins: list[Annotated[str, Field(pattern=DIGEST)]] = Field(
         default_factory=list, max_length=MAX_PLUGINS, description="plugin library digests (sha256:<64 hex>)")
-    calibration: str | None = Field(default=None, pattern=DIGEST,
-                                    description="INT8 calibration cache digest (sha256:<64 hex>)")
+    calibration: str | None = Field(
+        default=None, pattern=DIGEST,
+        description="INT8 calibration: the digest (sha256:<64 hex>) of a data set or a calibration cache uploaded "
+                    "with POST /v1/calibration (which recorded its kind); part of the build key")
+
+
+class CalibrationInfo(Schema):
+    digest: str = Field(description="sha256:<64 hex> of the uploaded file: what BuildRequest.calibration names")
+    kind: str = Field(description="data (an .npz data set) or cache (a TensorRT calibration cache)")
+    size: int
+    name: str | None = None
+    summary: dict[str, Any] = Field(
+        description="data: inputs {name: {dtype, shape}} and samples; cache: header, algorithm, tensorrt, tensors")
+    created_at: datetime
+
+
+class PluginInfo(Schema):
+    digest: str = Field(description="sha256:<64 hex> of the library: what BuildRequest.plugins names")
+    name: str | None = Field(None, description="the file name it was uploaded as")
+    size: int
+    machine: str = Field(description="the architecture its ELF header names (x86_64, aarch64, ...)")
+    uploaded_at: datetime
+    allowed: bool = Field(description="whether the API's TRTFARM_ALLOWED_PLUGINS names it (builds may use it only "
+                                      "then; each worker checks its own allow-list too)")
+
+
+class PluginList(BaseModel):
+    items: list[PluginInfo]
+    allow_list: list[str] = Field(default_factory=list,
+                                  description="the API's TRTFARM_ALLOWED_PLUGINS, uploaded or not")
 
 
 class ErrorInfo(Schema):
@@ -77,6 +108,7 @@ class BuildInfo(Schema):
     device: str
     queue: str
     spec: dict[str, Any]
+    calibration: str | None = None  # the INT8 calibration data set or cache it was submitted with
     status: BuildStatus
     attempt: int
     max_attempts: int
@@ -102,6 +134,17 @@ class BuildList(Schema):
     total: int
 
 
+class EngineTensor(Schema):
+    """One input or output of an engine, as a client binds it (the engine's metadata["io"], typed)."""
+
+    name: str
+    mode: str = Field(description="input or output")
+    dtype: str = Field(description="numpy's name of the element type (float32, float16, int8, ...; bfloat16 for bf16)")
+    shape: list[int] = Field(description="-1 for a dimension set at run time (within the input's profiles)")
+    format: str = Field("linear", description="memory layout: linear (row major), or one of TensorRT's vectorized "
+                                              "formats (hwc8, chw4, ...: docs/design.md, spec.io_formats)")
+
+
 class EngineInfo(Schema):
     id: str
     build_id: str
@@ -120,15 +163,32 @@ class EngineInfo(Schema):
     size: int
     filename: str
     metadata: dict[str, Any]
+    io: list[EngineTensor] = Field(default_factory=list,
+                                   description="the buffers a client binds; read from metadata.io when not given")
     validation: dict[str, Any] | None = None
     validation_passed: bool | None = None
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
     build_seconds: float | None = None
     pinned: bool = False  # never removed by gc
+    plugins: list[str] = Field(default_factory=list, description="the plugin libraries (digests, GET /v1/plugins/"
+                               "{digest}) a runtime must load before it deserializes the engine; from metadata")
     created_at: datetime
     fetches: int | None = Field(None, description="downloads handed out (in listings; null elsewhere)")
     last_fetched_at: datetime | None = Field(None, description="the last of them (in listings)")
+
+    @model_validator(mode="after")
+    def _io_from_metadata(self) -> EngineInfo:
+        """`io` from metadata["io"] (every runner writes it) and `plugins` from metadata["plugins"] when the answer
+        has none: an older farm's or a cached answer reads the same."""
+        if not self.io and isinstance(self.metadata.get("io"), list):
+            try:
+                self.io = [EngineTensor.model_validate(t) for t in self.metadata["io"]]
+            except ValidationError:
+                self.io = []
+        if not self.plugins and isinstance(self.metadata.get("plugins"), list):
+            self.plugins = [str(d) for d in self.metadata["plugins"]]
+        return self
 
 
 class EngineList(Schema):
@@ -198,12 +258,29 @@ class GcRemoved(Schema):
     last_fetched_at: datetime | None = None
 
 
+class GcCacheRemoved(Schema):
+    partition: str
+    generation: int | None = Field(None, description="None: a merge that lost its compare-and-swap")
+    digest: str
+    size: int
+    reason: str = Field(description="superseded, not_installed (lost its compare-and-swap) or partition_unused "
+                                    "(the whole partition goes: unused and its TensorRT version served by no "
+                                    "live worker)")
+    since: datetime = Field(description="out of service since; partition_unused: last written or used by a build")
+
+
 class GcReportInfo(Schema):
     dry_run: bool
     removed: list[GcRemoved]
     kept: dict[str, int] = Field(description="engines kept, by reason: pinned, newest, used, grace")
-    blobs_removed: int
-    bytes_freed: int
+    blobs_removed: int = Field(description="blobs deleted: engines, build logs and timing caches")
+    bytes_freed: int = Field(description="bytes of the engines' blobs deleted")
+    timing_caches_removed: list[GcCacheRemoved] = Field(
+        [], description="timing-cache blobs removed (a dry run: that would be), a partition's with it")
+    timing_caches_kept: dict[str, int] = Field(
+        {}, description="timing-cache partitions kept whole, by reason: served (a live worker has its TensorRT "
+                        "version), queued (a queued or running build of that version), used (within unused_days)")
+    timing_cache_bytes_freed: int = Field(0, description="bytes of the timing-cache blobs deleted")
 
 
 class ModelDeleted(Schema):

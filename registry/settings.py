@@ -8,11 +8,12 @@ transport on SQLite); production sets the database, broker and blob URLs.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from registry.db.session import PoolSize
@@ -58,6 +59,13 @@ class Settings(BaseSettings):
     read_cache_entries: int = 10_000
 
     max_upload_mib: int = 2048
+    # an INT8 calibration upload (POST /v1/calibration): the request body, and a data set's arrays uncompressed
+    max_calibration_mib: int = 2048
+    # TensorRT plugin libraries (POST /v1/plugins, admin scope; docs/design.md "Security model"): the upload
+    # limit, and the sha256 digests this process allows (comma-separated): the API refuses a build naming any
+    # other, and a worker never loads any other, whatever the API allowed
+    max_plugin_mib: int = 256
+    allowed_plugins: str = ""
     # model intake: graph elements scanned before parsing; the parser's memory (plus 3x the upload) and time
     max_model_elements: int = 500_000
     intake_memory_mib: int = 1024
@@ -83,6 +91,23 @@ class Settings(BaseSettings):
     # a queued build with no message in flight for this long, while a worker of its queue idles, is re-sent
     requeue_stale_s: float = 30.0
     relay_interval_s: float = 0.3
+
+    @field_validator("allowed_plugins")
+    @classmethod
+    def _digests(cls, value: str) -> str:
+        """TRTFARM_ALLOWED_PLUGINS as canonical digests (sha256:<64 hex>; the bare hex is taken too)."""
+        found = []
+        for item in filter(None, (p.strip().lower() for p in value.split(","))):
+            digest = item if item.startswith("sha256:") else f"sha256:{item}"
+            if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+                raise ValueError(f"TRTFARM_ALLOWED_PLUGINS item {item!r} is not a sha256 digest (sha256:<64 hex>, "
+                                 "as `trtfarm plugins list` shows them)")
+            found.append(digest)
+        return ",".join(dict.fromkeys(found))
+
+    def allowed_plugin_digests(self) -> frozenset[str]:
+        """The plugin libraries this process allows (TRTFARM_ALLOWED_PLUGINS)."""
+        return frozenset(filter(None, self.allowed_plugins.split(",")))
 
     def pool(self) -> PoolSize:
         return PoolSize(self.db_pool_size, self.db_max_overflow, self.db_pool_timeout_s)

@@ -20,17 +20,27 @@ HardwareCompatibility = Literal["none", "ampere_plus", "same_compute_capability"
 Refit = Literal["none", "refit", "refit_identical"]
 ProfilingVerbosity = Literal["none", "layer_names_only", "detailed"]
 OrtOptimizationLevel = Literal["disable", "basic", "extended", "layout", "all"]
+# Tensor data types and memory layouts by name (TensorRT's DataType / TensorFormat members, lower case).
+DataType = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int32", "int64", "uint8", "bool"]
+TensorFormat = Literal["linear", "chw2", "hwc8", "chw4", "chw16", "chw32", "dhwc8", "cdhw32", "hwc", "hwc16",
+                       "dhwc"]
+PrecisionConstraints = Literal["none", "prefer", "obey"]
+# INT8 calibrators: IInt8EntropyCalibrator2, IInt8EntropyCalibrator, IInt8MinMaxCalibrator, IInt8LegacyCalibrator
+CalibrationAlgorithm = Literal["entropy2", "entropy", "minmax", "legacy"]
 
 # Options whose non-default value only means something to TensorRT.
 TENSORRT_ONLY = (
     "precision", "strongly_typed", "workspace_mib", "tactic_sources", "hardware_compatibility",
     "version_compatible", "exclude_lean_runtime", "refit", "strip_weights", "weight_streaming",
-    "dla_core", "gpu_fallback",
+    "dla_core", "gpu_fallback", "layer_precisions", "precision_constraints", "io_formats", "calibration_algorithm",
 )
 # Options that decide which runtimes can load a plan rather than what the plan computes.
 COMPAT_OPTIONS = ("hardware_compatibility", "version_compatible", "exclude_lean_runtime")
 # Options of the measurement after the build, not of the engine: outside the build key and the spec family.
 MEASUREMENT_OPTIONS = ("bench",)
+# Options added after key version 1: left out of the build key and the spec family while at their default,
+# so that every spec written before them keeps its key (registry/keys.py).
+ADDED_OPTIONS = ("layer_precisions", "precision_constraints", "io_formats", "sanitize", "calibration_algorithm")
 
 
 INT32_MAX = 2**31 - 1
@@ -103,6 +113,68 @@ class BenchSettings(_Frozen):
     max_seconds: float | None = Field(default=None, gt=0, le=3600)  # None: TRTFARM_BENCH_MAX_S
 
 
+class LayerPrecision(_Frozen):
+    """A per-layer constraint (trtexec's --layerPrecisions / --layerOutputTypes): the layers whose name matches
+    `pattern` (fnmatch: `*`, `?`, `[...]`) compute in `precision` and/or write their outputs as `output_types`
+    (one type for every output, or one per output). The first rule that matches a layer applies."""
+
+    pattern: str = Field(min_length=1, max_length=512)
+    precision: DataType | None = None
+    output_types: tuple[DataType, ...] = ()
+
+    @model_validator(mode="after")
+    def _says_something(self) -> LayerPrecision:
+        if self.precision is None and not self.output_types:
+            raise ValueError(f"layer rule {self.pattern!r}: give precision, output_types or both")
+        return self
+
+
+class IOFormat(_Frozen):
+    """One network input's or output's data type and allowed memory layouts at the engine's boundary (trtexec's
+    --inputIOFormats / --outputIOFormats): the application binds buffers of this type and layout."""
+
+    dtype: DataType = "fp32"
+    formats: tuple[TensorFormat, ...] = ("linear",)
+
+    @field_validator("formats")
+    @classmethod
+    def _format_set(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("give at least one format (e.g. linear)")
+        return tuple(sorted(set(value)))
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+SANITIZE_STEPS = ("fold_constants", "opset", "symbolic_dims", "shape_values")
+
+
+class SanitizeSteps(_Frozen):
+    """What the worker does to the model before any toolchain sees it (workers/sanitize.py). `sanitize: true`
+    is this object with its defaults: the standard steps. Part of the key and the spec family: the engine
+    computes the sanitized graph."""
+
+    fold_constants: bool = True  # nodes whose inputs are all constants become initializers
+    # the lowest ai.onnx opset the model may have: an older model is converted up to it (onnx's version
+    # converter); null: never convert
+    opset: int | None = Field(default=7, ge=7)
+    symbolic_dims: bool = True  # each '?', unnamed or -1 dimension of an input gets a name of its own
+    # input name -> its values: the input (a shape tensor, e.g. Expand's shape) becomes that constant
+    shape_values: dict[str, tuple[int, ...]] = {}
+
+    @field_validator("shape_values")
+    @classmethod
+    def _int64(cls, value: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        for name, values in value.items():
+            if not name:
+                raise ValueError("an input name must not be empty")
+            if any(not INT64_MIN <= v <= INT64_MAX for v in values):
+                raise ValueError(f"values of input {name!r} must fit in int64")
+        return value
+
+    def does_anything(self) -> bool:
+        return self.fold_constants or self.opset is not None or self.symbolic_dims or bool(self.shape_values)
+
+
 class BuildSpec(_Frozen):
     # precision: fp32 is always allowed; these add lower precisions the builder may choose
     precision: tuple[Precision, ...] = ()
@@ -122,8 +194,35 @@ class BuildSpec(_Frozen):
     dla_core: int | None = Field(default=None, ge=0)
     gpu_fallback: bool = False
     profiling_verbosity: ProfilingVerbosity = "layer_names_only"
+    # per-layer precision: rules in order (first match wins), enforced as precision_constraints says
+    layer_precisions: tuple[LayerPrecision, ...] = ()
+    precision_constraints: PrecisionConstraints = "none"
+    # network input/output name -> its data type and layouts at the engine's boundary
+    io_formats: dict[str, IOFormat] = Field(default_factory=dict)
+    # the INT8 calibrator when the build calibrates from a data set; null: entropy2 (docs/design.md "INT8")
+    calibration_algorithm: CalibrationAlgorithm | None = None
     onnxruntime: OnnxRuntimeOptions = OnnxRuntimeOptions()
+    # None (false): the model as uploaded; true: SanitizeSteps() (the standard steps); or an object of steps
+    sanitize: SanitizeSteps | None = None
     bench: BenchSettings = BenchSettings()
+
+    @field_validator("sanitize", mode="before")
+    @classmethod
+    def _sanitize_form(cls, value: Any) -> Any:
+        if value is True:
+            return SanitizeSteps()
+        if value is False:
+            return None
+        if value is not None and not isinstance(value, (dict, SanitizeSteps)):
+            raise ValueError("give true (the standard steps), false, or an object naming steps: "
+                             + ", ".join(SANITIZE_STEPS))
+        return value
+
+    @field_validator("sanitize")
+    @classmethod
+    def _sanitize_off(cls, value: SanitizeSteps | None) -> SanitizeSteps | None:
+        # steps that do nothing are no sanitizing: the same key as `false`
+        return value if value is not None and value.does_anything() else None
 
     @field_validator("precision", "tactic_sources")
     @classmethod
@@ -142,9 +241,19 @@ class BuildSpec(_Frozen):
             raise ValueError("gpu_fallback needs dla_core")
         if self.strongly_typed and self.precision:
             raise ValueError("strongly_typed takes precisions from the model; leave precision empty")
+        if self.layer_precisions and self.precision_constraints == "none":
+            raise ValueError("layer_precisions need precision_constraints 'obey' or 'prefer' (with 'none' TensorRT "
+                             "may ignore them)")
+        if self.strongly_typed and self.layer_precisions:
+            raise ValueError("strongly_typed takes every layer's type from the model (TensorRT refuses layer "
+                             "precisions there); leave layer_precisions empty")
         names = [set(p) for p in self.profiles]
         if any(n != names[0] for n in names[1:]):
             raise ValueError("every optimization profile must name the same inputs")
+        constant = sorted(set(self.sanitize.shape_values if self.sanitize else ()) & (names[0] if names else set()))
+        if constant:
+            raise ValueError(f"sanitize.shape_values makes input(s) {', '.join(constant)} constants; "
+                             "drop their ranges from the profiles")
         return self
 
     def uses_tensorrt_options(self) -> list[str]:
@@ -191,6 +300,12 @@ def _owner(model: type[_Frozen], loc: tuple[Any, ...]) -> type[_Frozen] | None:
         return OnnxRuntimeOptions
     if model is BuildSpec and loc[0] == "bench" and len(loc) == 2:
         return BenchSettings
+    if model is BuildSpec and loc[0] == "sanitize" and len(loc) == 2:
+        return SanitizeSteps
     if model is BuildSpec and loc[0] == "profiles" and len(loc) == 4:  # profiles.<k>.<input>.<field>
         return ShapeRange
+    if model is BuildSpec and loc[0] == "layer_precisions" and len(loc) == 3:  # layer_precisions.<k>.<field>
+        return LayerPrecision
+    if model is BuildSpec and loc[0] == "io_formats" and len(loc) == 3:  # io_formats.<name>.<field>
+        return IOFormat
     return None

@@ -1,6 +1,7 @@
 """Generated fleets of engines for resolve: random signatures (toolchain, version, device, hardware and
 version compatibility), creation times with ties, latencies (some unmeasured), validation verdicts and batch
-profiles, written as real build and engine rows. Used by the resolve equivalence tests and bench/resolve_scale.py."""
+profiles (so profile widths, with ties; some ONNX Runtime engines have none: any shape), written as real build
+and engine rows. Used by the resolve equivalence tests and bench/resolve_scale.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from registry import compat
 from registry.db.session import Database
 from registry.db.tables import Build, Engine
 from registry.keys import spec_canonical, spec_family
-from registry.services import signatures
+from registry.services import shapes, signatures
 from registry.spec import parse_spec
 from registry.status import BuildStatus
 
@@ -31,19 +32,22 @@ def engine_rows(rng: random.Random, model_id: str, count: int, input_shape: tupl
     """`count` engine rows of one model (each with the build row it needs: `row["build"]`), created within
     `minutes` whole minutes: the default makes many ties on purpose (the tie order is checked); a benchmark
     spreads them as a real fleet's history would."""
-    return [_engine(rng, model_id, input_shape, minutes) for _ in range(count)]
+    side = random.Random(repr(rng.getstate()))  # draws added later: the fleet's own draws stay as they were
+    return [_engine(rng, side, model_id, input_shape, minutes) for _ in range(count)]
 
 
-def _engine(rng: random.Random, model_id: str, rest: tuple[int, ...], minutes: int) -> dict[str, Any]:
+def _engine(rng: random.Random, side: random.Random, model_id: str, rest: tuple[int, ...], minutes: int
+            ) -> dict[str, Any]:
     lo = rng.choice((1, 1, 2, 4))
     hi = rng.choice((lo, 4, 8, 16, 32))
-    spec = spec_canonical(parse_spec({"profiles": [{"input": {"min": [lo, *rest], "opt": [lo, *rest],
-                                                              "max": [max(lo, hi), *rest]}}],
-                                      "optimization_level": rng.randint(0, 5)}))
+    profiles = [{"input": {"min": [lo, *rest], "opt": [lo, *rest], "max": [max(lo, hi), *rest]}}]
+    optimization_level = rng.randint(0, 5)
     if rng.random() < 0.15:
         toolchain, version, hw = "onnxruntime", rng.choice(ORT_VERSIONS), rng.choice(("none", "any_isa"))
         device = sku = rng.choice(CPUS)
         cc, vc, lean = None, False, False
+        if side.random() < 0.3:
+            profiles = []  # ONNX Runtime takes any shape
     else:
         toolchain, version = "tensorrt", rng.choice(TRT_VERSIONS)
         sku = rng.choice(list(GPUS))
@@ -54,6 +58,8 @@ def _engine(rng: random.Random, model_id: str, rest: tuple[int, ...], minutes: i
         lean = vc and rng.random() < 0.3
         if rng.random() < 0.1:
             sku, cc = None, None  # an older row that recorded only its device
+    parsed = parse_spec({"profiles": profiles, "optimization_level": optimization_level})
+    spec = spec_canonical(parsed)
     created = EPOCH + timedelta(minutes=rng.randint(0, minutes))
     latency = None if rng.random() < 0.2 else round(rng.uniform(0.1, 5.0), 1)
     engine_id, build_id, key = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex + uuid.uuid4().hex
@@ -65,6 +71,7 @@ def _engine(rng: random.Random, model_id: str, rest: tuple[int, ...], minutes: i
     return dict(id=engine_id, build_id=build_id, build_key=key, model_id=model_id, toolchain=toolchain,
                 version=version, device=device, sku=sku, cc=cc, hardware_compatibility=hw, version_compatible=vc,
                 exclude_lean_runtime=lean, refittable=False, spec=spec, spec_family=build["spec_family"],
+                profile_width=shapes.profile_width(parsed, toolchain),
                 digest="sha256:" + "0" * 64, size=1, filename="e.plan", meta={}, validation=None,
                 validation_passed=rng.choice((True, True, True, None, False)), latency_p50_ms=latency,
                 latency_p99_ms=latency, build_seconds=1.0, created_at=created, build=build)
@@ -83,9 +90,10 @@ def insert(db: Database, rows: list[dict], chunk: int = 5000) -> None:
 
 def insert_as_of_then(session: sa.orm.Session, rows: list[dict]) -> None:
     """Write the rows' builds and engines with only the columns the rows name (typed, but without the columns
-    later migrations added and their defaults): how a database of an older revision got them."""
-    for table, values in ((Build.__table__, [r["build"] for r in rows]),
-                          (Engine.__table__, [{k: v for k, v in r.items() if k != "build"} for r in rows])):
+    later migrations added and their defaults): how a database of an older revision got them. The rows'
+    profile_width (0010) is left out."""
+    engines = [{k: v for k, v in r.items() if k not in ("build", "profile_width")} for r in rows]
+    for table, values in ((Build.__table__, [r["build"] for r in rows]), (Engine.__table__, engines)):
         columns = [sa.column(name, table.c[name].type) for name in values[0]]
         session.execute(sa.insert(sa.table(table.name, *columns)), values)
 
@@ -108,7 +116,7 @@ def candidate(row: dict) -> compat.Candidate:
                             hardware_compatibility=row["hardware_compatibility"],
                             version_compatible=row["version_compatible"],
                             exclude_lean_runtime=row["exclude_lean_runtime"], created_at=row["created_at"],
-                            latency_ms=row["latency_p50_ms"])
+                            latency_ms=row["latency_p50_ms"], width=row["profile_width"])
 
 
 def check_resolution(db: Database, model_id: str, rows: list[dict], rt: compat.Runtime,
@@ -132,7 +140,8 @@ def check_resolution(db: Database, model_id: str, rows: list[dict], rt: compat.R
         want = compat.resolve([candidate(r) for r in held], rt)
         got = resolve(db, model_id, rt, **asked)
         assert (got.engine.id, got.match_class) == (want.candidate.engine_id, want.match_class), (rt, asked)
-        assert (got.reason, got.warning) == (want.reason, want.warning)
+        assert got.reason.startswith(f"{want.reason}; widest profiles of its class (")
+        assert got.warning == want.warning
         return str(want.match_class)
     if loadable:
         with pytest.raises(InvalidInput, match="outside every profile"):
@@ -165,11 +174,14 @@ def question(rng: random.Random, rows: list[dict]) -> dict[str, Any]:
 
 def _holds(row: dict, shapes: dict[str, tuple[int, ...]]) -> bool:
     spec = parse_spec(row["spec"])
+    if not spec.profiles:  # ONNX Runtime takes any shape (the questions' shapes fit the model's input)
+        return row["toolchain"] == "onnxruntime"
     return any(all(p[name].contains(shape) for name, shape in shapes.items()) for p in spec.profiles)
 
 
 def summary(rows: list[dict]) -> dict[tuple, tuple]:
-    """The signature summary these engine rows should have, computed in Python: key -> (newest, count, example)."""
+    """The signature summary these engine rows should have, computed in Python: key -> (newest, count, example,
+    widest, widest_newest)."""
     from registry.services.signatures import ANY_FAMILY
 
     found: dict[tuple, tuple] = {}
@@ -179,8 +191,10 @@ def summary(rows: list[dict]) -> dict[tuple, tuple]:
                      r["validation_passed"] is False)
         for family in (r["spec_family"], ANY_FAMILY):
             key = (r["model_id"], family, *signature)
-            newest, count, example = found.get(key, (r["created_at"], 0, r["id"]))
-            found[key] = (max(newest, r["created_at"]), count + 1, max(example, r["id"]))
+            newest, count, example, *widest = found.get(key, (r["created_at"], 0, r["id"], r["profile_width"],
+                                                              r["created_at"]))
+            found[key] = (max(newest, r["created_at"]), count + 1, max(example, r["id"]),
+                          *max(tuple(widest), (r["profile_width"], r["created_at"])))
     return found
 
 
@@ -190,5 +204,27 @@ def summary_in(db: Database) -> dict[tuple, tuple]:
     from registry.services.signatures import KEY
 
     with db.session() as s:
-        return {tuple(getattr(r, k) for k in KEY): (r.newest, r.engines, r.example)
+        return {tuple(getattr(r, k) for k in KEY): (r.newest, r.engines, r.example, r.widest, r.widest_newest)
                 for r in s.scalars(sa.select(EngineSignature))}
+
+
+def model_at_revision(url: str, revision: str, folder: Any) -> str:
+    """A registered model (tests.models.convnet) in a database left at an older `revision`: registered at
+    head by the service of today (whose ORM knows every later column), then migrated down. The model's
+    id."""
+    from alembic import command
+
+    from registry.blobs.local import LocalBlobStore
+    from registry.db.migrate import alembic_config, upgrade
+    from registry.services.models import register_model
+    from tests.models import convnet
+
+    upgrade(url)
+    db = Database(url)
+    try:
+        convnet(folder / "upload" / "m.onnx")
+        info, _ = register_model(db, LocalBlobStore(folder / "blobs"), folder / "upload", "m.onnx")
+    finally:
+        db.engine.dispose()
+    command.downgrade(alembic_config(url), revision)
+    return info.id

@@ -22,11 +22,12 @@ from registry.planheader import read_plan_file_header
 from registry.services import attempts
 from registry.services.attempts import BuildJob, Claim, EngineRecord, Outcome
 from registry.status import BuildStatus
-from workers import timing_sync
+from workers import calibration, plugins, timing_sync
 from workers.context import WorkerContext
 from workers.launcher import BuildLog
 from workers.lease import LeaseKeeper
-from workers.verify import EngineUnderTest, Verdict, check_engine
+from workers.sanitize import sanitize_file
+from workers.verify import EngineUnderTest, Verdict, check_engine, reference_for
 
 ENGINE_SUFFIX = {"tensorrt": ".plan", "onnxruntime": ".ort"}
 BUILD_DIR_PREFIX = "trtfarm-build-"  # the worker sweeps old ones a killed worker left (workers/worker.py)
@@ -49,8 +50,9 @@ def execute_build(ctx: WorkerContext, build_id: str) -> str:
 
 
 def _attempt(ctx: WorkerContext, claim: Claim, job: BuildJob, tmp: Path, log: BuildLog, keeper: LeaseKeeper) -> str:
+    warnings: list[dict[str, str]] = []  # known before the end (what sanitizing did): kept if the build fails
     try:
-        outcome = _run(ctx, job, tmp, log, keeper)
+        outcome = _run(ctx, job, tmp, log, keeper, warnings)
     except BuildCancelled:
         outcome = Outcome(BuildStatus.CANCELLED, "cancelled", "cancelled while running")
     except RunnerFailed as exc:
@@ -61,6 +63,8 @@ def _attempt(ctx: WorkerContext, claim: Claim, job: BuildJob, tmp: Path, log: Bu
     except Exception as exc:  # noqa: BLE001 - anything else is this worker's trouble: let another try
         log.write(f"internal error: {exc.__class__.__name__}: {exc}")
         outcome = Outcome(BuildStatus.FAILED, "worker_error", f"{exc.__class__.__name__}: {exc}", retry=True)
+    if outcome.status != BuildStatus.SUCCEEDED and warnings:
+        outcome = dataclasses.replace(outcome, warnings=tuple(warnings))
     log.section(str(outcome.status))
     outcome = dataclasses.replace(outcome, log_digest=ctx.blobs.put_file(log.path).digest, log_tail=log.tail_text())
     owned = retry_transient(lambda: attempts.finish(ctx.db, claim, outcome), what=f"finish {claim.build_id}")
@@ -71,37 +75,73 @@ def _attempt(ctx: WorkerContext, claim: Claim, job: BuildJob, tmp: Path, log: Bu
 
 
 # the build's recorded timings: seconds per stage of LeaseKeeper.step
-STAGE_TIMINGS = {"downloading model": "download_s", "building": "build_s", "validating": "validate_s",
-                 "benchmarking": "bench_s", "storing engine": "store_s"}
+STAGE_TIMINGS = {"downloading model": "download_s", "sanitizing": "sanitize_s", "building": "build_s",
+                 "validating": "validate_s", "benchmarking": "bench_s", "storing engine": "store_s"}
 
 
-def _run(ctx: WorkerContext, job: BuildJob, tmp: Path, log: BuildLog, keeper: LeaseKeeper) -> Outcome:
+def _run(ctx: WorkerContext, job: BuildJob, tmp: Path, log: BuildLog, keeper: LeaseKeeper,
+         warnings: list[dict[str, str]]) -> Outcome:
     toolchain = ctx.toolchain(job.toolchain, job.version)
     keeper.step("downloading model")
-    model_path = _without_initializer_inputs(_download_model(ctx, job, tmp / "model"), log)
+    original = model_path = _without_initializer_inputs(_download_model(ctx, job, tmp / "model"), log)
+    notes = None
+    if job.spec.sanitize is not None:
+        keeper.step("sanitizing")
+        model_path, notes = _sanitized(job, original, log, warnings)
     spec_path = tmp / "spec.json"
     spec_path.write_text(json.dumps(spec_canonical(job.spec)))
     cache = timing_sync.before_build(ctx, job, toolchain, tmp, log) if job.toolchain == "tensorrt" else None
+    calib = calibration.before_build(ctx, job, tmp, log)
+    libs = plugins.before_build(ctx, job, tmp, log)  # this worker's allow-list decides (workers/plugins.py)
     keeper.step("building")
     engine_path = tmp / f"engine{ENGINE_SUFFIX[job.toolchain]}"
     args = ["--model", str(model_path), "--spec", str(spec_path), "--out", str(engine_path),
-            *(cache.args if cache else [])]
+            *(cache.args if cache else []), *calib.args, *libs.args]
     built = ctx.runners.run(toolchain, "build", args, workdir=tmp, log=log, timeout=ctx.settings.build_timeout_s,
                             should_stop=keeper.should_stop)
-    meta = built["metadata"]
+    meta = {**built["metadata"], "plugins": list(libs.digests)} if libs.digests else built["metadata"]
     keeper.step("validating")
-    verdict = check_engine(ctx, job, EngineUnderTest(toolchain, model_path, engine_path, tmp), log, keeper)
+    eut = EngineUnderTest(toolchain, model_path, engine_path, tmp, calibration_data=calib.data_path,
+                          plugin_args=tuple(libs.args))
+    if notes is not None:
+        eut, which = reference_for(eut, original, job.spec.sanitize.shape_values, log)
+        meta = {**meta, "sanitize": {"steps": job.spec.sanitize.model_dump(mode="json"), "notes": notes,
+                                     "validation_reference": which}}
+    verdict = check_engine(ctx, job, eut, log, keeper)
     keeper.step("storing engine")
     blob = ctx.blobs.put_file(engine_path)
     cache_record = timing_sync.after_build(ctx, toolchain, cache, meta, tmp, log) if cache else None
-    engine = _engine_record(ctx, job, meta, blob, verdict, engine_path)
+    made = calibration.after_build(ctx, job, calib, meta, log)
+    engine = dataclasses.replace(_engine_record(ctx, job, meta, blob, verdict, engine_path), calibration=made)
     keeper.lap()
     timings = {key: keeper.seconds[stage] for stage, key in STAGE_TIMINGS.items() if stage in keeper.seconds}
-    warnings = tuple(w for w in (_size_warning(job, blob.size),) if w)
-    for w in warnings:
-        log.write(f"warning {w['code']}: {w['message']}")
+    size = _size_warning(job, blob.size)
+    if size:
+        log.write(f"warning {size['code']}: {size['message']}")
     return Outcome(BuildStatus.SUCCEEDED, engine=engine, timings=timings, timing_cache=cache_record,
-                   warnings=warnings)
+                   warnings=(*warnings, *([size] if size else [])))
+
+
+NOTES_MESSAGE_CHARS = 2000  # the build warning's share of the notes (the build log and the engine have them all)
+
+
+def _sanitized(job: BuildJob, model_path: Path, log: BuildLog, warnings: list) -> tuple[Path, list[str]]:
+    """spec.sanitize's steps on the model (workers/sanitize.py), written beside it (its external data stays
+    where it is referenced); what was done goes to the log and, as a `sanitized` warning, to the build."""
+    steps = job.spec.sanitize.model_dump(mode="json")
+    dest = model_path.with_name(f".sanitized-{model_path.name}")
+    log.write("sanitizing the model: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in steps.items()))
+    notes = sanitize_file(model_path, dest, steps)
+    for note in notes:
+        log.write(f"sanitize: {note}")
+    if not notes:
+        log.write("sanitize: nothing to change")
+        return dest, notes
+    text = "; ".join(notes)
+    if len(text) > NOTES_MESSAGE_CHARS:
+        text = text[:NOTES_MESSAGE_CHARS].rsplit("; ", 1)[0] + f"; … ({len(notes)} notes in all: see the build log)"
+    warnings.append({"code": "sanitized", "message": f"built from the sanitized model: {text}"})
+    return dest, notes
 
 
 # an engine this many times the model's size, and this much larger, gets a warning (the floor keeps a format's

@@ -2,7 +2,8 @@
 
 Before: fetch the partition's newest cache. After: combine our cache into the newest one (TensorRT's
 combine, inside the runner) and write it back with compare-and-swap on the generation, retrying when
-another build got there first. A cache TensorRT rejects is a miss, never a failed build.
+another build got there first. A cache TensorRT rejects is a miss, never a failed build; so is one whose blob
+is gone (`trtfarm gc` removed a superseded generation or a dead partition meanwhile, or it was corrupt).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.db.session import retry_transient
-from registry.errors import RunnerFailed
+from registry.errors import BlobError, RunnerFailed
 from registry.services import timing_caches
 from registry.services.attempts import BuildJob
 from workers import launcher
@@ -31,6 +32,7 @@ class CacheIn:
     path_in: Path | None
     path_out: Path
     size_in: int
+    missing: bool = False  # the partition had a cache, but its blob could not be read: a miss
 
     @property
     def args(self) -> list[str]:
@@ -42,12 +44,25 @@ def before_build(ctx: WorkerContext, job: BuildJob, toolchain: launcher.Toolchai
     gpu = ctx.gpus[0] if ctx.gpus else {"sku": "unknown", "cc": "unknown"}
     partition = timing_caches.partition_key(version=toolchain.version, cc=gpu["cc"], sku=gpu["sku"], spec=job.spec)
     newest = retry_transient(lambda: timing_caches.newest(ctx.db, partition), what="read the timing cache")
-    path_in = None
-    if newest.digest:
-        path_in = tmp / "timing-cache.in"
-        ctx.blobs.get_to_file(newest.digest, path_in)
-    log.write(f"timing cache {partition}: generation {newest.generation}, {newest.size} bytes")
-    return CacheIn(job.build_id, partition, newest.generation, path_in, tmp / "timing-cache.out", newest.size)
+    path_in = _download(ctx, newest, tmp / "timing-cache.in", log)
+    size = newest.size if path_in else 0
+    log.write(f"timing cache {partition}: generation {newest.generation}, {size} bytes")
+    return CacheIn(job.build_id, partition, newest.generation, path_in, tmp / "timing-cache.out", size,
+                   missing=bool(newest.digest) and path_in is None)
+
+
+def _download(ctx: WorkerContext, newest: timing_caches.CacheVersion, dest: Path, log: BuildLog) -> Path | None:
+    """The cache's blob at `dest`; None when there is none, or its blob is gone (`trtfarm gc` removed it, or it
+    was quarantined as corrupt): a miss, never a failed build."""
+    if not newest.digest:
+        return None
+    try:
+        ctx.blobs.get_to_file(newest.digest, dest)
+    except BlobError as exc:
+        log.write(f"timing cache {newest.partition}: generation {newest.generation}'s blob {newest.digest} "
+                  f"cannot be read ({exc.code}: {exc}); a miss")
+        return None
+    return dest
 
 
 def after_build(ctx: WorkerContext, toolchain: launcher.Toolchain, cache: CacheIn, meta: dict,
@@ -56,6 +71,7 @@ def after_build(ctx: WorkerContext, toolchain: launcher.Toolchain, cache: CacheI
     record: dict[str, Any] = {
         "partition": cache.partition, "generation_used": cache.generation, "size_before": cache.size_in,
         "rejected": bool(used.get("rejected")), "partial_miss": bool(used.get("partial_miss")),
+        **({"blob_missing": True} if cache.missing else {}),
     }
     if used.get("partial_miss"):
         log.write("timing cache: partial miss (TensorRT: 'the timing cache will not be used' for some layers)")
@@ -82,7 +98,9 @@ def _combined(ctx: WorkerContext, toolchain: launcher.Toolchain, cache: CacheIn,
     if newest.generation == cache.generation or newest.digest is None:
         return cache.path_out
     theirs, merged = tmp / f"timing-cache.newest{attempt}", tmp / f"timing-cache.merged{attempt}"
-    ctx.blobs.get_to_file(newest.digest, theirs)
+    if _download(ctx, newest, theirs, log) is None:
+        log.write("timing cache: keeping ours")
+        return cache.path_out
     try:
         ctx.runners.run(toolchain, "merge", ["--cache", str(theirs), "--cache", str(cache.path_out), "--out",
                                              str(merged)], workdir=tmp, log=log, timeout=300)

@@ -22,6 +22,21 @@ An output passes when its max rel_error <= the tolerance of the precisions the b
 loosest decides): fp32 only 1e-3; fp16, bf16 or tf32 1e-2; int8, fp8 or int4 1e-1. TF32 (TensorRT's
 default for FP32 math, `tf32: true`) keeps FP16's 10 mantissa bits, so it gets FP16's tolerance; a
 TensorRT build wanting the 1e-3 bound sets `tf32: false`. ONNX Runtime on the CPU never uses TF32.
+
+INT8, per output against FP32 ONNX Runtime (docs/design.md "INT8 calibration"):
+- calibrated (`int8`, no Q/DQ nodes): 0.1. One INT8 step is 1/127 of a tensor's calibrated range (0.8% of
+  it); entropy calibration clips the range below the largest values, so a step is larger still relative to
+  the output's max|ref|, and every quantized layer adds its rounding (independent errors of L layers grow
+  about like sqrt(L) steps). 0.1 leaves room for about a dozen steps while still failing what is really
+  broken: wrong scales saturate or flush tensors, an error of the order of the output itself.
+  Calibrated engines are validated on samples of their calibration data (workers/calibsamples.py).
+- explicit (`int8_qdq`: the model has QuantizeLinear/DequantizeLinear nodes, any toolchain): 0.05. ONNX
+  Runtime runs the same Q/DQ nodes in FP32 (quantize, round, dequantize), so the reference carries the same
+  quantization; the engine differs only where a value lies on a rounding boundary (one step, 0.8% of the
+  range, flipped by TensorRT's integer accumulation and fused requantization) and in the FP32/TF32 layers
+  between, so 0.05 (about six steps) is tighter than calibration's bound and still clear of those flips.
+  A Q/DQ model's `int8` means explicit quantization (TensorRT then quantizes only what the nodes cover), so
+  int8_qdq replaces int8 there.
 """
 
 from __future__ import annotations
@@ -40,7 +55,8 @@ if TYPE_CHECKING:
     from registry.spec import BuildSpec
 
 Shape = tuple[int, ...]
-TOLERANCES = {"fp32": 1e-3, "tf32": 1e-2, "fp16": 1e-2, "bf16": 1e-2, "int8": 1e-1, "fp8": 1e-1, "int4": 1e-1}
+TOLERANCES = {"fp32": 1e-3, "tf32": 1e-2, "fp16": 1e-2, "bf16": 1e-2, "int8": 1e-1, "fp8": 1e-1, "int4": 1e-1,
+              "int8_qdq": 5e-2}
 REL_FLOOR_ABS = 1e-6  # the relative error's denominator never goes below this (an all-zero output)
 
 
@@ -197,6 +213,42 @@ def reference_outputs(model_path: str | Path, feeds: dict[str, Any]) -> dict[str
     return {o.name: np.asarray(v) for o, v in zip(session.get_outputs(), values)}
 
 
+def unloadable(model_path: str | Path) -> str | None:
+    """Why ONNX Runtime cannot load the model (None when it can), e.g. an opset it has no kernels for."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own exception types
+        return " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+    return None
+
+
+def plugin_ops(model_path: str | Path) -> list[str]:
+    """The model's TensorRT plugin ops (onnxinfo.plugin_ops): ONNX Runtime cannot run them, so no reference."""
+    return onnxinfo.plugin_ops(onnxinfo.load(model_path))
+
+
+PLUGIN_SKIP = "the model uses TensorRT plugin op(s) {ops} that ONNX Runtime cannot run"
+
+
+def constant_feeds(model_path: str | Path, values: dict[str, Any]) -> dict[str, np.ndarray]:
+    """spec.sanitize.shape_values as the model's own inputs take them (their dtype; a scalar for rank 0)."""
+    import numpy as np
+
+    specs = {i.name: i for i in input_specs(model_path)}
+    feeds = {}
+    for name, given in values.items():
+        if name not in specs:
+            raise InvalidSpec(f"spec.sanitize.shape_values.{name}: the model has no input {name!r}")
+        array = np.array(list(given), dtype=specs[name].dtype)
+        feeds[name] = array.reshape(()) if specs[name].shape == () and array.size == 1 else array
+    return feeds
+
+
 # -------------------------------------------------------------------------------------------- compare
 
 
@@ -229,10 +281,57 @@ class ValidationResult:
         return body
 
 
-def allowed_precisions(spec: BuildSpec, toolchain: str) -> tuple[str, ...]:
-    """The reduced precisions the builder could use: the spec's flags, plus tf32 where TensorRT may use it."""
+def allowed_precisions(spec: BuildSpec, toolchain: str, quantized: bool = False) -> tuple[str, ...]:
+    """The reduced precisions the builder could use: the spec's flags, plus tf32 where TensorRT may use it, plus
+    the reduced types of the I/O tensors (io_formats: an fp16 output is held to fp16's tolerance) and of the
+    layer rules (a layer pinned to fp16 in an fp32 build). `quantized`: the model has Q/DQ nodes, int8_qdq for
+    every toolchain (in place of int8: module docstring)."""
     tf32 = ("tf32",) if toolchain == "tensorrt" and spec.tf32 else ()
-    return (*spec.precision, *tf32)
+    typed = [io.dtype for io in spec.io_formats.values()]
+    typed += [t for rule in spec.layer_precisions for t in (rule.precision, *rule.output_types) if t]
+    reduced = [t for t in typed if t in TOLERANCES and t != "fp32"]
+    own = (*(p for p in spec.precision if not (quantized and p == "int8")), *(("int8_qdq",) if quantized else ()))
+    return tuple(dict.fromkeys((*own, *tf32, *reduced)))
+
+
+# I/O types whose values depend on a scale TensorRT takes from calibration or Q/DQ nodes and does not record
+# with the engine: the worker cannot make inputs or read outputs of them, so such engines are not validated
+SCALED_IO = ("int8", "fp8")
+
+
+def io_feeds(feeds: dict[str, Any], spec: BuildSpec) -> tuple[dict[str, Any], str | None]:
+    """The inputs as the engine receives them (spec.io_formats): each one of another type at the engine's boundary
+    rounded through that type (fp16, bf16) or made integral (int32, int64, uint8, bool), so that ONNX Runtime
+    and the engine see the same values; the runner then casts them and lays them out in the engine's formats.
+    Second: why the engine cannot be validated at all (int8 or fp8 I/O), else None."""
+    import numpy as np
+
+    scaled = sorted(name for name, io in spec.io_formats.items() if io.dtype in SCALED_IO)
+    if scaled:
+        return feeds, (f"{', '.join(scaled)}: int8/fp8 at the engine's boundary hold values scaled by a factor "
+                       "TensorRT takes from calibration or Q/DQ nodes and does not record with the engine, so the "
+                       "worker can neither make inputs nor read outputs; validation skipped (the benchmark runs)")
+    rounded = dict(feeds)
+    for name, io in spec.io_formats.items():
+        if name in feeds and io.dtype != "fp32" and np.asarray(feeds[name]).dtype.kind == "f":
+            rounded[name] = _through(np.asarray(feeds[name]), io.dtype)
+    return rounded, None
+
+
+def _through(array: np.ndarray, dtype: str) -> np.ndarray:
+    """`array` (floats) rounded through `dtype` and back to its own type."""
+    import numpy as np
+
+    if dtype == "fp16":
+        return array.astype(np.float16).astype(array.dtype)
+    if dtype == "bf16":  # round to nearest even on the upper 16 bits of float32
+        bits = array.astype(np.float32).view(np.uint32)
+        bits = ((bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) >> 16) << 16
+        return bits.astype(np.uint32).view(np.float32).astype(array.dtype)
+    if dtype == "bool":
+        return (np.rint(array) != 0).astype(array.dtype)
+    limits = np.iinfo({"int32": np.int32, "int64": np.int64, "uint8": np.uint8}[dtype])
+    return np.clip(np.rint(array), limits.min, limits.max).astype(array.dtype)
 
 
 def tolerance_for(precision: tuple[str, ...] | list[str]) -> float:

@@ -1,5 +1,5 @@
-"""Retention (admin): POST /v1/gc removes engines nobody needs; DELETE /v1/models/{id} removes a model with
-its builds and engines (registry.services.retention)."""
+"""Retention (admin): POST /v1/gc removes engines nobody needs and compacts the timing caches; DELETE
+/v1/models/{id} removes a model with its builds and engines (registry.services.retention)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ router = APIRouter(tags=["retention"], dependencies=[Depends(admin_scope)], resp
 @router.post("/v1/gc", response_model=GcReportInfo)
 async def gc(request: GcRequest, farm: FarmStores = Depends(stores)) -> GcReportInfo:
     """What gc removes (dry_run, the default) or removed: engines that are not pinned, not among the newest
-    keep_last of their (model, target, spec family), not downloaded or built within unused_days."""
+    keep_last of their (model, target, spec family), not downloaded or built within unused_days; timing-cache
+    blobs of superseded generations; timing-cache partitions unused within unused_days whose TensorRT version
+    no live worker serves."""
     report = await run_in_threadpool(retention.gc, farm.db, farm.blobs, request.keep_last, request.unused_days,
-                                     request.dry_run)
+                                     request.dry_run, live_s=farm.settings.worker_live_s)
     return GcReportInfo.model_validate(report, from_attributes=True)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InvalidRequestError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
@@ -121,8 +121,15 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
 
+# What SQLAlchemy's pool raises when every connection it checked out was found dead (its checkout pings failed
+# three times in a row: the database keeps dropping new connections, e.g. while it restarts).
+POOL_EXHAUSTED = "This connection is closed"
+
+
 def is_transient(exc: BaseException) -> bool:
     """A database that is restarting, unreachable or dropped our connection: worth trying again."""
+    if isinstance(exc, InvalidRequestError) and not isinstance(exc, DBAPIError):
+        return str(exc).startswith(POOL_EXHAUSTED)
     return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
@@ -134,10 +141,11 @@ def retry_transient(call: Callable[[], T], *, what: str, tries: int = 8, first_d
     for attempt in range(1, tries + 1):
         try:
             return call()
-        except DBAPIError as exc:
+        except (DBAPIError, InvalidRequestError) as exc:
             if not is_transient(exc) or attempt == tries:
                 raise
-            log.warning("%s: transient database error (try %d of %d): %s", what, attempt, tries, exc.orig)
+            log.warning("%s: transient database error (try %d of %d): %s", what, attempt, tries,
+                        getattr(exc, "orig", None) or exc)
             sleep(delay)
             delay = min(max_delay, delay * 2)
     raise AssertionError("unreachable")

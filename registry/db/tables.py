@@ -74,6 +74,9 @@ class Model(Base):
     producer: Mapped[str] = mapped_column(String(255), default="")
     uploaded_by: Mapped[str | None] = mapped_column(String(32))  # the API key's id; None in open mode
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # op type ("Conv", or "domain:Op" outside the default domain) -> node count, subgraphs included; None for
+    # models registered before migration 0009 recorded it
+    op_types: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class ModelFile(Base):
@@ -145,6 +148,9 @@ class Engine(Base):
     refittable: Mapped[bool] = mapped_column(Boolean, default=False)
     spec: Mapped[dict[str, Any]]
     spec_family: Mapped[str] = mapped_column(String(64), index=True)
+    # log2 of how many input shapes its profiles hold (registry.services.shapes.profile_width): resolve
+    # prefers the widest engine of a match class, then the newest
+    profile_width: Mapped[float] = mapped_column(Float)
     digest: Mapped[str] = mapped_column(String(71))
     size: Mapped[int]
     filename: Mapped[str] = mapped_column(String(255))
@@ -173,9 +179,11 @@ class EngineFetch(Base):
 class EngineSignature(Base):
     """Per model, one row per engine signature (the columns a compatibility verdict depends on), split by the
     filters resolve applies (validation failed or not; spec family, plus a row for every family, "*"), with
-    the newest engine's time, how many engines share it and the greatest engine id (the 404's example).
-    Kept by `registry.services.signatures` in the transaction that writes the engines; resolve reads it
-    instead of grouping the engines. SKU and cc are "" where the engine has none (key columns are NOT NULL)."""
+    the newest engine's time, how many engines share it and the greatest engine id (the 404's example), and
+    the widest profile width of its engines with the newest time among the engines of that width (what
+    resolve ranks a match class's engines by). Kept by `registry.services.signatures` in the transaction that
+    writes the engines; resolve reads it instead of grouping the engines. SKU and cc are "" where the engine
+    has none (key columns are NOT NULL)."""
 
     __tablename__ = "engine_signatures"
 
@@ -193,6 +201,8 @@ class EngineSignature(Base):
     newest: Mapped[datetime]
     engines: Mapped[int]
     example: Mapped[str] = mapped_column(String(32))  # the greatest engine id
+    widest: Mapped[float] = mapped_column(Float)  # the greatest profile_width of its engines
+    widest_newest: Mapped[datetime]  # the newest created_at among its engines of that width
 
 
 class TimingCache(Base):
@@ -204,6 +214,71 @@ class TimingCache(Base):
     size: Mapped[int]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(32))  # build id
+
+
+class TimingCacheBlob(Base):
+    """Every timing-cache blob a worker stored, written by `services.timing_caches.compare_and_swap` with the
+    swap: the partition's current generation (superseded_at None), those it replaced (superseded_at: when),
+    and merges that lost their swap (generation None, superseded when stored). A blob store cannot be listed:
+    this is what `trtfarm gc` compacts from (`services.retention`)."""
+
+    __tablename__ = "timing_cache_blobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    partition: Mapped[str] = mapped_column(String(255), index=True)
+    generation: Mapped[int | None] = mapped_column(Integer)  # None: lost its compare-and-swap, never installed
+    digest: Mapped[str] = mapped_column(String(71), index=True)
+    size: Mapped[int]
+    build_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    superseded_at: Mapped[datetime | None]  # None: the partition's current cache
+
+
+class Calibration(Base):
+    """An uploaded INT8 calibration input (registry.services.calibration): a data set (.npz) or a TensorRT
+    calibration cache, by the digest of its blob; also the caches builds made from data sets."""
+
+    __tablename__ = "calibrations"
+
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # data, cache
+    size: Mapped[int]
+    name: Mapped[str | None] = mapped_column(String(255))  # the file name it was uploaded as
+    summary: Mapped[dict[str, Any]]  # registry.calibdata: data: inputs and samples; cache: header, algorithm
+    uploaded_by: Mapped[str | None] = mapped_column(String(32))  # the API key's id; None: open mode or a build
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CalibrationCache(Base):
+    """The cache a build's calibration made from a data set, found again by the next build of the same model,
+    data set, TensorRT version and calibrator (and GPU, for the calibrators whose caches do not travel:
+    `device` is "" for entropy2 and minmax)."""
+
+    __tablename__ = "calibration_caches"
+
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    data_digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    version: Mapped[str] = mapped_column(String(32), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16), primary_key=True)
+    device: Mapped[str] = mapped_column(String(128), primary_key=True)
+    cache_digest: Mapped[str] = mapped_column(String(71))
+    size: Mapped[int]
+    build_id: Mapped[str | None] = mapped_column(String(32))  # the build that calibrated
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Plugin(Base):
+    """An uploaded TensorRT plugin library (registry.services.plugins), by the digest of its blob. Uploading needs
+    the admin scope; a build may name it only while TRTFARM_ALLOWED_PLUGINS allows its digest."""
+
+    __tablename__ = "plugins"
+
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))  # the file name it was uploaded as
+    size: Mapped[int]
+    machine: Mapped[str] = mapped_column(String(32))  # the ELF header's architecture (x86_64, aarch64)
+    uploaded_by: Mapped[str | None] = mapped_column(String(32))  # the admin key's id; None: open mode
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Worker(Base):

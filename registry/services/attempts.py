@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from registry.db.session import Database
 from registry.db.tables import Build, Engine, utcnow
 from registry.digests import ModelFile
-from registry.services import outbox, signatures
+from registry.services import calibration, outbox, shapes, signatures
 from registry.services.builds import get_build
 from registry.services.models import model_files
 from registry.spec import BuildSpec, parse_spec
@@ -57,6 +57,7 @@ class BuildJob:
     plugins: tuple[str, ...]
     calibration: str | None
     model_files: tuple[ModelFile, ...]  # the .onnx first, paths relative to the model's folder
+    calibration_kind: str | None = None  # data or cache (registry.calibdata)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class EngineRecord:
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
     build_seconds: float | None = None
+    calibration: calibration.MadeCache | None = None  # the cache its calibration made from a data set
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ def job(db: Database, build_id: str) -> BuildJob:
             build_id=row.id, key=row.key, model_id=row.model_id, target=row.target, toolchain=row.toolchain,
             version=row.version, device=row.device, spec=parse_spec(row.spec), plugins=tuple(row.plugins or ()),
             calibration=row.calibration, model_files=files,
+            calibration_kind=calibration.kind_of(s, row.calibration),
         )
 
 
@@ -161,13 +164,16 @@ def finish(db: Database, claim_: Claim, outcome: Outcome) -> bool:
         for name in ("log_tail", "timings", "timing_cache"):
             if getattr(outcome, name) is not None:
                 values[name] = getattr(outcome, name)
-        if outcome.warnings and row is not None:
-            values["warnings"] = [*(row.warnings or []), *outcome.warnings]
+        if outcome.warnings and row is not None:  # a retried attempt says again what an earlier one said
+            earlier = list(row.warnings or [])
+            values["warnings"] = [*earlier, *(w for w in outcome.warnings if w not in earlier)]
         if not s.execute(update(Build).where(_mine(claim_)).values(**values)).rowcount:
             s.rollback()
             return False
         if outcome.engine is not None:
             s.add(signatures.counted(s, _engine_row(row, outcome.engine)))
+            if outcome.engine.calibration is not None:
+                calibration.record_cache(s, row.id, row.model_id, outcome.engine.calibration)
         if requeue:
             outbox.enqueue(s, claim_.build_id, row.queue)
     return True
@@ -182,7 +188,8 @@ def _engine_row(build: Build, engine: EngineRecord) -> Engine:
         hardware_compatibility=_hardware_compatibility(build, spec, engine),
         version_compatible=spec.version_compatible,
         exclude_lean_runtime=spec.exclude_lean_runtime, refittable=engine.refittable, spec=build.spec,
-        spec_family=build.spec_family, digest=engine.digest, size=engine.size, filename=engine.filename,
+        spec_family=build.spec_family, profile_width=shapes.profile_width(spec, build.toolchain),
+        digest=engine.digest, size=engine.size, filename=engine.filename,
         meta=engine.metadata, validation=engine.validation, validation_passed=validation.get("passed"),
         latency_p50_ms=engine.latency_p50_ms, latency_p99_ms=engine.latency_p99_ms,
         build_seconds=engine.build_seconds,

@@ -32,7 +32,7 @@ from registry.errors import (
 from registry.keys import build_key, spec_canonical, spec_family
 from registry.queues import build_queue
 from registry.schemas import BuildInfo, BuildList, BuildRequest, ErrorInfo
-from registry.services import fleet, outbox, shapes
+from registry.services import calibration, fleet, outbox, plugins, shapes
 from registry.services.ids import full_id
 from registry.services.models import get_model
 from registry.settings import Settings
@@ -59,6 +59,8 @@ def submit(db: Database, settings: Settings, request: BuildRequest, submitted_by
         spec, warnings = shapes.normalized(spec, model, target.kind)
         check_spec(spec, target, model, offers)
         check_limits(spec, settings)
+        warnings += calibration.check_submit(s, request.calibration, spec, target.kind, model)
+        plugins.check_submit(s, request.plugins, target.kind, settings.allowed_plugin_digests())
         key = build_key(model=model.id, target=str(target), spec=spec,
                         plugins=tuple(request.plugins), calibration=request.calibration)
         queue = build_queue(target.kind, target.version or "", target.device or "")
@@ -141,6 +143,8 @@ def check_spec(spec: BuildSpec, target: Target, model: Model, offers: list[fleet
         raise InvalidSpec(f"{names}: TensorRT options, but the target is {target}; "
                           "onnxruntime builds keep the model's precision. Drop them or target tensorrt")
     _check_profiles(spec, model)
+    _check_shape_values(spec, model)
+    _check_io_formats(spec, model)
     feats = [o.features for o in offers if o.kind == target.kind and o.version == target.version and o.features]
     if feats:
         missing = [f for f in fleet.unsupported_features(spec, feats[0])]
@@ -154,7 +158,9 @@ def check_spec(spec: BuildSpec, target: Target, model: Model, offers: list[fleet
 
 def _check_profiles(spec: BuildSpec, model: Model) -> None:
     inputs = {i["name"]: i for i in model.inputs}
-    dynamic = {n: i["shape"] for n, i in inputs.items() if any(not isinstance(d, int) or d <= 0 for d in i["shape"])}
+    constant = set(spec.sanitize.shape_values) if spec.sanitize else set()  # no range: they become constants
+    dynamic = {n: i["shape"] for n, i in inputs.items()
+               if n not in constant and any(not isinstance(d, int) or d <= 0 for d in i["shape"])}
     for k, profile in enumerate(spec.profiles):  # a misspelt name first: it is why the real input looks omitted
         unknown = [name for name in profile if name not in inputs]
         if unknown:
@@ -181,6 +187,32 @@ def _check_profiles(spec: BuildSpec, model: Model) -> None:
                                       f"(input shape {shape}); the profile gives {rng.min[d]}..{rng.max[d]}")
 
 
+def _check_shape_values(spec: BuildSpec, model: Model) -> None:
+    """spec.sanitize.shape_values must name integer inputs of the model, with as many values as they hold."""
+    inputs = {i["name"]: i for i in model.inputs}
+    for name, values in (spec.sanitize.shape_values if spec.sanitize else {}).items():
+        where = f"spec.sanitize.shape_values.{name}"
+        if name not in inputs:
+            raise InvalidSpec(f"{where}: the model has no input {name!r}; its inputs: {', '.join(inputs)}")
+        dtype, shape = inputs[name]["dtype"], inputs[name]["shape"]
+        if not dtype.startswith(("int", "uint")):
+            raise InvalidSpec(f"{where}: input {name} is {dtype}; only integer inputs (shape tensors) take values")
+        if len(shape) > 1:
+            raise InvalidSpec(f"{where}: input {name} has rank {len(shape)}; shape tensors have rank 0 or 1")
+        fixed = 1 if not shape else shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        if fixed is not None and fixed != len(values):
+            raise InvalidSpec(f"{where}: input {name} holds {fixed} value(s) (shape {shape}); got {len(values)}")
+
+
+def _check_io_formats(spec: BuildSpec, model: Model) -> None:
+    """spec.io_formats must name the model's inputs and outputs (layer names are checked by the runner)."""
+    inputs, outputs = [i["name"] for i in model.inputs], [o["name"] for o in model.outputs]
+    for name in spec.io_formats:
+        if name not in inputs and name not in outputs:
+            raise InvalidSpec(f"spec.io_formats.{name}: the model has no input or output {name!r}; its inputs: "
+                              f"{', '.join(inputs) or 'none'}; its outputs: {', '.join(outputs) or 'none'}")
+
+
 def check_limits(spec: BuildSpec, settings: Settings) -> None:
     """Refuse profiles no GPU could hold (TRTFARM_MAX_PROFILE_DIM, TRTFARM_MAX_PROFILE_ELEMENTS)."""
     for k, profile in enumerate(spec.profiles):
@@ -195,11 +227,13 @@ def check_limits(spec: BuildSpec, settings: Settings) -> None:
 
 
 def check_inputs(request: BuildRequest, blobs: BlobStore | None) -> None:
-    """Plugins and the calibration cache must be blobs the farm has, or the build could never run."""
-    for what, digest in [*(("plugin", d) for d in request.plugins), ("calibration cache", request.calibration)]:
-        if digest and (blobs is None or not blobs.exists(digest)):
-            raise InvalidInput(f"{what} {digest} is not in the farm's blob store; the farm cannot build with it "
-                               "(plugin and calibration uploads are not offered yet)")
+    """The calibration must be a blob the farm has, or the build could never run (plugin libraries are checked
+    against their uploads and the allow-list: registry.services.plugins.check_submit)."""
+    digest = request.calibration
+    if digest and (blobs is None or not blobs.exists(digest)):
+        raise InvalidInput(f"calibration cache {digest} is not in the farm's blob store; the farm cannot build with "
+                           "it (upload the data set or cache first (POST /v1/calibration, or `trtfarm submit "
+                           "--calibration FILE` which uploads it))")
 
 
 def get_build(session: Session, build_id: str) -> Build:
@@ -245,8 +279,8 @@ def build_info(session: Session, row: Build, engine_id: str | None = None) -> Bu
     error = ErrorInfo(code=row.error_code, message=row.error_message or "") if row.error_code else None
     return BuildInfo(
         id=row.id, key=row.key, model=row.model_id, target=row.target, toolchain=row.toolchain,
-        version=row.version, device=row.device, queue=row.queue, spec=row.spec, status=row.status,
-        attempt=row.attempt, max_attempts=row.max_attempts, worker=row.worker,
+        version=row.version, device=row.device, queue=row.queue, spec=row.spec, calibration=row.calibration,
+        status=row.status, attempt=row.attempt, max_attempts=row.max_attempts, worker=row.worker,
         waiting_reason=row.waiting_reason if row.status == BuildStatus.QUEUED else None, progress=row.progress,
         error=error, warnings=[ErrorInfo(**w) for w in row.warnings or []],
         timings=row.timings or {}, timing_cache=row.timing_cache, engine_id=engine_id,

@@ -216,7 +216,21 @@ def spec_features(spec: BuildSpec) -> list[str]:
                  "exclude_lean_runtime", "strip_weights", "weight_streaming", "dla_core", "gpu_fallback"):
         if getattr(spec, name) != getattr(default, name):
             needed.append(name)
-    for name in ("hardware_compatibility", "refit", "profiling_verbosity"):
+    for name in ("hardware_compatibility", "refit", "profiling_verbosity", "calibration_algorithm"):
         if getattr(spec, name) != getattr(default, name):
             needed.append(f"{name}={getattr(spec, name)}")
+    return list(dict.fromkeys(needed + _typing_features(spec)))
+
+
+def _typing_features(spec: BuildSpec) -> list[str]:
+    """precision_constraints=VALUE; layer_precisions and layer_precisions.dtype=T for each type its rules name;
+    io_formats.dtype=T and io_formats.format=F for each I/O tensor's type and formats (the TensorRT runner's
+    names: workers/toolchains/tensorrt_runner/options.py)."""
+    needed = [f"precision_constraints={spec.precision_constraints}"] if spec.precision_constraints != "none" else []
+    if spec.layer_precisions:
+        types = [t for rule in spec.layer_precisions for t in ((rule.precision,) if rule.precision else ())
+                 + tuple(rule.output_types)]
+        needed += ["layer_precisions", *(f"layer_precisions.dtype={t}" for t in dict.fromkeys(types))]
+    for io in spec.io_formats.values():
+        needed += [f"io_formats.dtype={io.dtype}", *(f"io_formats.format={f}" for f in io.formats)]
     return needed

@@ -73,7 +73,7 @@ def _insert(db: Database, mid: str, main: str, found: dict[str, Any], digests: l
     row = Model(
         id=mid, name=PurePosixPath(main).name, size=sum(f.size for f in digests), inputs=found["inputs"],
         outputs=found["outputs"], opsets=found["opsets"], ir_version=found["ir_version"],
-        producer=found["producer"], uploaded_by=uploaded_by,
+        producer=found["producer"], uploaded_by=uploaded_by, op_types=found.get("op_types"),
     )
     try:
         with db.session() as s:

@@ -2,18 +2,21 @@
 
 A compatibility verdict depends only on an engine's *signature* (toolchain, version, device, SKU, cc,
 hardware compatibility, version compatibility, lean runtime), never on its id, spec or metadata; and the
-ranking within a verdict is newest first, then lower latency, then id. So:
+ranking within a verdict is widest profiles first (the engine's `profile_width`, computed when it is written:
+registry.services.shapes), then newest, then lower latency, then id. So:
 
 1. `compat.narrowing` gives values that every engine that can load has (toolchain, a version prefix or
    version-compatible, one of the runtime's device names or ampere_plus);
 2. the model's signature summary (`engine_signatures`, kept by `registry.services.signatures` with every
-   engine write) gives each narrowed signature with its newest engine's time: rows bounded by the fleet's
-   diversity, not by the engine count, and no engine is read; `compat.rank` ranks them, which gives the
-   best class and its newest time;
-3. the engines of that time (an equality on `ix_engines_model_created`, a handful of rows) are ranked again —
-   latency, then id, break the tie — and the winner is the only full row read.
+   engine write) gives each narrowed signature with its widest engines' width and the newest time among
+   them: rows bounded by the fleet's diversity, not by the engine count, and no engine is read;
+   `compat.rank` ranks them, which gives the best class, its widest width and that width's newest time;
+3. the engines of that time and width (an equality on `ix_engines_model_created`, a handful of rows) are
+   ranked again — latency, then id, break the tie — and the winner is the only full row read.
 
-With shapes, every narrowed engine's spec is read and those whose profiles hold the shapes are ranked.
+With shapes, every narrowed engine's spec is read and those whose profiles hold the shapes are ranked (the
+same order: the widest of the best class, then the newest). The answer's reason says what the winner's
+profiles hold.
 When nothing loads, the summary's signatures are judged for the 404's reasons (one line per signature,
 with how many engines share it). `tests/unit/registry/services/test_resolution.py` (SQLite) and
 `tests/integration/test_resolution_postgres.py` check that this answers as `compat.resolve` over every
@@ -33,7 +36,7 @@ from registry.db.tables import Engine, EngineSignature, Model
 from registry.errors import InvalidInput, ModelNotFound
 from registry.schemas import Resolution
 from registry.services.engines import engine_info
-from registry.services.shapes import is_dynamic
+from registry.services.shapes import ANY_SHAPE_WIDTH, is_dynamic
 from registry.services.signatures import ANY_FAMILY
 from registry.spec import BuildSpec, parse_shape, parse_spec, shape_text
 
@@ -67,11 +70,11 @@ def _resolve(s: Session, model: str, runtime: compat.Runtime, shapes: dict[str, 
         check_shapes(shapes, inputs)
         ranked = compat.rank(_holding(s, engines, shapes, inputs), runtime)
     else:
-        ranked = compat.rank(_newest_of_the_best_class(s, narrowed, engines, runtime), runtime)
+        ranked = compat.rank(_first_of_the_best_class(s, narrowed, engines, runtime), runtime)
     if ranked:
-        best = ranked[0]
-        return Resolution(engine=engine_info(s.get(Engine, best.candidate.engine_id)),
-                          match_class=best.match_class, reason=best.reason, warning=best.warning)
+        best, row = ranked[0], s.get(Engine, ranked[0].candidate.engine_id)
+        return Resolution(engine=engine_info(row), match_class=best.match_class, warning=best.warning,
+                          reason=f"{best.reason}; widest profiles of its class ({_held(row)})")
     if shapes and _signatures(s, narrowed, runtime):
         raise _outside_every_profile(s, engines, shapes)
     if inputs is None and not s.scalar(select(Model.id).where(Model.id == model)):
@@ -98,10 +101,11 @@ def _narrowed(n: compat.Narrowing, t: type[Engine] | type[EngineSignature]) -> l
 
 
 def _signatures(s: Session, summary: list, runtime: compat.Runtime) -> list[compat.Choice]:
-    """The summary's signatures that load on the runtime, each with its newest engine's time, ranked."""
-    query = select(*SUMMARY, EngineSignature.newest).where(*summary)
-    return compat.rank((_candidate(tuple(r[:8]), "", r[8]) for r in s.execute(query) if _loads(tuple(r[:8]), runtime)),
-                       runtime)
+    """The summary's signatures that load on the runtime, each with its widest engines' width and the newest
+    time among them, ranked."""
+    query = select(*SUMMARY, EngineSignature.widest_newest, EngineSignature.widest).where(*summary)
+    return compat.rank((_candidate(tuple(r[:8]), "", r[8], width=r[9]) for r in s.execute(query)
+                        if _loads(tuple(r[:8]), runtime)), runtime)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -111,24 +115,26 @@ def _loads(signature: tuple, runtime: compat.Runtime) -> bool:
     return compat.classify(_candidate(signature, ""), runtime) is not None
 
 
-def _newest_of_the_best_class(s: Session, summary: list, engines: list, runtime: compat.Runtime
-                              ) -> list[compat.Candidate]:
-    """The engines the ranking can pick: those of the best class's newest time (the summary gives the class
-    and the time, an equality on the time finds the engines; latency and id then break the tie)."""
+def _first_of_the_best_class(s: Session, summary: list, engines: list, runtime: compat.Runtime
+                             ) -> list[compat.Candidate]:
+    """The engines the ranking can pick: the best class's widest, of the newest time among them (the summary
+    gives the class, the width and the time; an equality on the time and the width finds the engines; latency
+    and id then break the tie)."""
     ranked = _signatures(s, summary, runtime)
     if not ranked:
         return []
-    newest = ranked[0].candidate.created_at
-    query = select(*SIGNATURE, Engine.id, Engine.created_at, Engine.latency_p50_ms).where(
-        *engines, Engine.created_at == newest)
-    return [_candidate(tuple(r[:8]), r.id, r.created_at, r.latency_p50_ms) for r in s.execute(query)]
+    first = ranked[0].candidate
+    query = select(*SIGNATURE, Engine.id, Engine.created_at, Engine.latency_p50_ms, Engine.profile_width).where(
+        *engines, Engine.created_at == first.created_at, Engine.profile_width == first.width)
+    return [_candidate(tuple(r[:8]), r.id, r.created_at, r.latency_p50_ms, r.profile_width) for r in s.execute(query)]
 
 
 def _holding(s: Session, where: list, shapes: dict[str, tuple[int, ...]], inputs: dict[str, list]
              ) -> list[compat.Candidate]:
     """The engines whose profiles hold the shapes (their specs are read: this path reads every candidate)."""
-    query = select(*SIGNATURE, Engine.id, Engine.created_at, Engine.latency_p50_ms, Engine.spec).where(*where)
-    return [_candidate(tuple(r[:8]), r.id, r.created_at, r.latency_p50_ms) for r in s.execute(query)
+    query = select(*SIGNATURE, Engine.id, Engine.created_at, Engine.latency_p50_ms, Engine.profile_width,
+                   Engine.spec).where(*where)
+    return [_candidate(tuple(r[:8]), r.id, r.created_at, r.latency_p50_ms, r.profile_width) for r in s.execute(query)
             if _holds(parse_spec(r.spec), shapes, inputs, r.toolchain)]
 
 
@@ -144,13 +150,14 @@ def _rejections(s: Session, summary: list, runtime: compat.Runtime) -> list[comp
     return sorted(found, key=lambda r: (r.why, r.engine_id))
 
 
-def _candidate(signature: tuple, engine_id: str, created_at: object = None, latency: float | None = None
-               ) -> compat.Candidate:
+def _candidate(signature: tuple, engine_id: str, created_at: object = None, latency: float | None = None,
+               width: float = 0.0) -> compat.Candidate:
     toolchain, version, device, sku, cc, hw, version_compatible, exclude_lean = signature
     return compat.Candidate(engine_id=engine_id, toolchain=toolchain, version=version, device=device,
                             sku=sku or None, cc=cc or None,  # the summary keeps "" for none
                             hardware_compatibility=hw, version_compatible=bool(version_compatible),
-                            exclude_lean_runtime=bool(exclude_lean), created_at=created_at, latency_ms=latency)
+                            exclude_lean_runtime=bool(exclude_lean), created_at=created_at, latency_ms=latency,
+                            width=width)
 
 
 # ------------------------------------------------------------------------------------------- shapes
@@ -204,6 +211,11 @@ def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
         if not sep or not name:
             raise InvalidInput(f"shape {item!r}: use NAME:1x3x224x224")
     return shapes
+
+
+def _held(row: Engine) -> str:
+    """What the engine's profiles hold, for the answer's reason."""
+    return "any shape" if row.profile_width >= ANY_SHAPE_WIDTH else _profiles_text(parse_spec(row.spec))
 
 
 def _profiles_text(spec: BuildSpec) -> str:

@@ -1,4 +1,5 @@
-"""Retention: `gc` removes engines nobody needs, `delete_model` removes a model with everything built from it.
+"""Retention: `gc` removes engines nobody needs and compacts the timing caches, `delete_model` removes a model
+with everything built from it.
 
 An engine is kept when any of these holds: it is pinned; it is among the newest `keep_last` of its group
 (model, toolchain, version, device, spec family: the engines a client asking for that target and spec could
@@ -8,6 +9,14 @@ builds it again instead of answering with a build whose engine is gone) and the 
 one transaction per engine that checks the pin and the last download again under the row lock; then
 each blob no row refers to any more (engines, model files, build logs, timing caches). Every removal is
 logged (`trtfarm.retention`). The model's signature summary is rebuilt in the same transaction.
+
+Timing caches (`timing_cache_blobs` records every blob a worker stored; a blob store cannot be listed): the
+blob of a superseded generation, or of a merge that lost its compare-and-swap, goes once it has been out of
+service for the grace period (a worker reads a partition's newest cache only) and no row refers to it; a
+partition's current cache is never removed on its own. A whole partition goes, its row, its records and their
+blobs, when nothing used it within `unused_days` (written by a merge, or used by a finished build) and no live
+worker serves its TensorRT version, nor waits a queued or running build of that version. A worker that finds
+a cache's blob gone builds with an empty cache (workers/timing_sync.py).
 """
 
 from __future__ import annotations
@@ -22,9 +31,20 @@ from sqlalchemy.orm import Session
 
 from registry.blobs.base import BlobStore
 from registry.db.session import Database
-from registry.db.tables import Build, Engine, EngineFetch, Model, ModelFile, Outbox, TimingCache, utcnow
+from registry.db.tables import (
+    Build,
+    Engine,
+    EngineFetch,
+    Model,
+    ModelFile,
+    Outbox,
+    TimingCache,
+    TimingCacheBlob,
+    utcnow,
+)
 from registry.errors import Conflict, ModelNotFound
-from registry.services import signatures
+from registry.services import fleet, signatures
+from registry.services.timing_caches import partition_version
 from registry.status import BuildStatus
 
 log = logging.getLogger("trtfarm.retention")
@@ -42,23 +62,47 @@ class Removed:
 
 
 @dataclass
+class CacheRemoved:
+    """A timing-cache blob gc removes (or, in a dry run, would remove)."""
+
+    partition: str
+    generation: int | None  # None: a merge that lost its compare-and-swap
+    digest: str
+    size: int
+    reason: str  # superseded, not_installed (lost its swap), partition_unused (the whole partition goes)
+    since: datetime  # out of service since (superseded at); partition_unused: last written or used by a build
+
+
+@dataclass
 class GcReport:
     dry_run: bool
     removed: list[Removed] = field(default_factory=list)
     kept: dict[str, int] = field(default_factory=dict)  # reason -> engines kept for it
-    blobs_removed: int = 0
-    bytes_freed: int = 0
+    blobs_removed: int = 0  # every blob: engines, logs, timing caches
+    bytes_freed: int = 0  # by engines
+    timing_caches_removed: list[CacheRemoved] = field(default_factory=list)
+    timing_caches_kept: dict[str, int] = field(default_factory=dict)  # reason -> partitions kept whole for it
+    timing_cache_bytes_freed: int = 0
 
 
 def gc(db: Database, blobs: BlobStore, keep_last: int, unused_days: float, dry_run: bool = True,
-       grace_s: float = GRACE_S) -> GcReport:
+       grace_s: float = GRACE_S, live_s: int = 60) -> GcReport:
+    """Engines, then timing caches (see the module's docstring); `live_s`: a worker whose heartbeat is older
+    serves nothing (settings.worker_live_s)."""
     now = utcnow()
     used_since, grace_since = now - timedelta(days=unused_days), now - timedelta(seconds=grace_s)
     report = GcReport(dry_run=dry_run)
+    _gc_engines(db, blobs, keep_last, unused_days, used_since, grace_since, report)
+    _compact_timing_caches(db, blobs, min(used_since, grace_since), grace_since, live_s, report)
+    return report
+
+
+def _gc_engines(db: Database, blobs: BlobStore, keep_last: int, unused_days: float, used_since: datetime,
+                grace_since: datetime, report: GcReport) -> None:
     candidates = _candidates(db, keep_last, used_since, grace_since, report)
-    if dry_run:
+    if report.dry_run:
         report.removed = candidates
-        return report
+        return
     for item in candidates:
         removed = _remove_engine(db, item, max(used_since, grace_since) if unused_days > 0 else grace_since)
         if removed is None:
@@ -71,7 +115,6 @@ def gc(db: Database, blobs: BlobStore, keep_last: int, unused_days: float, dry_r
         freed = [d for blob in (digest, *logs) for d in _drop_unreferenced(db, blobs, blob)]
         report.blobs_removed += len(freed)
         report.bytes_freed += item.size if digest in freed else 0
-    return report
 
 
 def _candidates(db: Database, keep_last: int, used_since: datetime, grace_since: datetime,
@@ -150,11 +193,129 @@ def delete_model(db: Database, blobs: BlobStore, model_id: str) -> dict:
 def _drop_unreferenced(db: Database, blobs: BlobStore, digest: str) -> list[str]:
     """Delete the blob unless a row still refers to it; [digest] when deleted."""
     with db.read_session() as s:
-        used = s.scalar(select(or_(exists().where(Engine.digest == digest), exists().where(ModelFile.digest == digest),
-                                   exists().where(Build.log_digest == digest),
-                                   exists().where(TimingCache.digest == digest))))
-    if used:
-        return []
+        if _referenced(s, digest):
+            return []
     blobs.delete(digest)
     log.info("blob removed digest=%s", digest)
     return [digest]
+
+
+def _referenced(s: Session, digest: str, records: bool = True) -> bool:
+    """Whether a row refers to the blob (`records`: counting the timing-cache blob records)."""
+    refs = [exists().where(Engine.digest == digest), exists().where(ModelFile.digest == digest),
+            exists().where(Build.log_digest == digest), exists().where(TimingCache.digest == digest)]
+    if records:
+        refs.append(exists().where(TimingCacheBlob.digest == digest))
+    return bool(s.scalar(select(or_(*refs))))
+
+
+# ------------------------------------------------------------------------------------------ timing caches
+
+
+def _compact_timing_caches(db: Database, blobs: BlobStore, used_since: datetime, grace_since: datetime,
+                           live_s: int, report: GcReport) -> None:
+    with db.read_session() as s:
+        dead, report.timing_caches_kept = _unused_partitions(s, used_since, live_s)
+        superseded = _superseded(s, grace_since, skip=set(dead))
+    if report.dry_run:
+        report.timing_caches_removed = [item for items in dead.values() for item in items] + superseded
+        return
+    for partition, planned in dead.items():
+        _note_removed(db, blobs, report, _drop_partition(db, partition, planned, used_since, live_s))
+    for item in superseded:
+        if _forget_superseded(db, item.digest):
+            _note_removed(db, blobs, report, [item])
+
+
+def _note_removed(db: Database, blobs: BlobStore, report: GcReport, items: list[CacheRemoved]) -> None:
+    for item in items:
+        report.timing_caches_removed.append(item)
+        log.info("gc removed timing-cache partition=%s generation=%s digest=%s size=%d reason=%s since=%s",
+                 item.partition, item.generation, item.digest, item.size, item.reason, item.since.isoformat())
+        if _drop_unreferenced(db, blobs, item.digest):
+            report.blobs_removed += 1
+            report.timing_cache_bytes_freed += item.size
+
+
+def _served_versions(s: Session, live_s: int) -> set[str]:
+    """The TensorRT versions the live workers (drained ones too: they may resume) have."""
+    return {tc["version"] for w in fleet.live_workers(s, live_s) for tc in w.toolchains if tc.get("kind") == "tensorrt"}
+
+
+def _unused_partitions(s: Session, since: datetime, live_s: int) -> tuple[dict[str, list[CacheRemoved]], dict]:
+    """({partition: its blobs} of the partitions that go whole, {reason: partitions kept whole for it})."""
+    served = _served_versions(s, live_s)
+    pending = set(s.scalars(select(Build.version).distinct().where(
+        Build.toolchain == "tensorrt", Build.status.in_([BuildStatus.QUEUED, BuildStatus.RUNNING]))))
+    used: dict[str, datetime] = {}  # partition -> the last build that used it (the builds record it as they finish)
+    for record, finished in s.execute(select(Build.timing_cache, Build.finished_at).where(
+            Build.toolchain == "tensorrt", Build.finished_at >= since)):
+        if isinstance(record, dict) and record.get("partition"):
+            used[record["partition"]] = max(finished, used.get(record["partition"], finished))
+    dead, kept = {}, defaultdict(int)
+    for row in s.scalars(select(TimingCache).order_by(TimingCache.partition)):
+        version, last = partition_version(row.partition), max(row.updated_at, used.get(row.partition, row.updated_at))
+        reason = ("served" if version in served else "queued" if version in pending
+                  else "used" if last >= since else None)
+        if reason:
+            kept[reason] += 1
+        else:
+            dead[row.partition] = _partition_blobs(s, row, last)
+    return dead, dict(kept)
+
+
+def _partition_blobs(s: Session, row: TimingCache, last: datetime) -> list[CacheRemoved]:
+    """The partition's current blob, then each other blob recorded for it (one entry per digest)."""
+    found = {row.digest: CacheRemoved(row.partition, row.generation, row.digest, row.size, "partition_unused", last)}
+    records = select(TimingCacheBlob).where(TimingCacheBlob.partition == row.partition).order_by(
+        TimingCacheBlob.id.desc())
+    for r in s.scalars(records):
+        found.setdefault(r.digest, CacheRemoved(r.partition, r.generation, r.digest, r.size, "partition_unused", last))
+    return list(found.values())
+
+
+def _superseded(s: Session, grace_since: datetime, skip: set[str]) -> list[CacheRemoved]:
+    """One entry per blob recorded for a timing cache that no partition has as its current cache, out of service
+    since before `grace_since` and not referred to by any other row; partitions in `skip` left out."""
+    moved = dict(s.execute(select(TimingCache.partition, TimingCache.updated_at)).all())
+    groups: dict[str, list[TimingCacheBlob]] = defaultdict(list)
+    for r in s.scalars(select(TimingCacheBlob).where(TimingCacheBlob.digest.not_in(select(TimingCache.digest)))
+                       .order_by(TimingCacheBlob.id)):
+        groups[r.digest].append(r)
+    found = []
+    for digest, group in groups.items():
+        # no superseded_at: replaced by a worker that kept no records (an older version): at the last write
+        since = max(r.superseded_at or moved.get(r.partition) or r.created_at for r in group)
+        if any(r.partition in skip for r in group) or since >= grace_since or _referenced(s, digest, False):
+            continue
+        last = max(group, key=lambda r: (r.generation or 0, r.id))
+        found.append(CacheRemoved(last.partition, last.generation, digest, last.size,
+                                  "superseded" if last.generation else "not_installed", since))
+    return found
+
+
+def _forget_superseded(db: Database, digest: str) -> bool:
+    """Delete the blob's records unless a partition has installed the same bytes again meanwhile."""
+    with db.session() as s:
+        if s.scalar(select(exists().where(TimingCache.digest == digest))):
+            return False
+        s.execute(delete(TimingCacheBlob).where(TimingCacheBlob.digest == digest))
+        return True
+
+
+def _drop_partition(db: Database, partition: str, planned: list[CacheRemoved], since: datetime,
+                    live_s: int) -> list[CacheRemoved]:
+    """Delete the partition's row and records unless, under the row's lock, it got written or its version
+    served meanwhile: its blobs, or []."""
+    with db.session() as s:
+        row = s.get(TimingCache, partition, with_for_update=True)
+        version = partition_version(partition)
+        if (row is None or row.generation != planned[0].generation or row.updated_at >= since
+                or version in _served_versions(s, live_s)):
+            return []
+        items = _partition_blobs(s, row, planned[0].since)
+        s.execute(delete(TimingCacheBlob).where(TimingCacheBlob.partition == partition))
+        s.delete(row)
+    log.info("gc removed timing-cache partition=%s version=%s generation=%d last_used=%s: no live worker serves "
+             "tensorrt %s", partition, version, planned[0].generation, planned[0].since.isoformat(), version)
+    return items

@@ -3,16 +3,19 @@
 A compatibility verdict depends only on an engine's signature (`registry.services.resolution.SIGNATURE`), and
 resolve narrows a model's engines by validation (failed ones are left out unless asked for) and, when asked,
 by spec family. `engine_signatures` (`registry.db.tables.EngineSignature`) holds one row per (model, spec
-family, signature, validation failed) with the newest engine's time, the number of engines and the greatest
-engine id; each engine is also counted under spec family "*" (every family), so a resolve without a family
-reads rows bounded by the fleet's diversity rather than by the engine count.
+family, signature, validation failed) with the newest engine's time, the number of engines, the greatest
+engine id, the greatest profile width (`registry.services.shapes.profile_width`) and the newest time among
+the engines of that width (resolve ranks a match class's engines widest first, then newest); each engine is
+also counted under spec family "*" (every family), so a resolve without a family reads rows bounded by the
+fleet's diversity rather than by the engine count.
 
 The rows are kept in the transaction that writes the engines (`counted`, `add`): one
-`INSERT … ON CONFLICT DO UPDATE` adding the counts and keeping the greatest time and id, so two transactions
-counting engines of one signature at once cannot lose either (the second waits for the first's row lock,
-then adds to what it committed). Rows are written in key order, so concurrent writers lock them in the same
-order. `rebuild` recomputes rows from the engines (migration 0006 runs the same statement; a path that
-deletes engines or changes their signature must rebuild the model's rows).
+`INSERT … ON CONFLICT DO UPDATE` adding the counts and keeping the greatest time, id and (width, time), so
+two transactions counting engines of one signature at once cannot lose either (the second waits for the
+first's row lock, then adds to what it committed). Rows are written in key order, so concurrent writers lock
+them in the same order. `rebuild` recomputes rows from the engines (migration 0010 runs the same statement,
+0006 its first version; a path that deletes engines or changes their signature or width must rebuild the
+model's rows).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, text
+from sqlalchemy import case, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -30,16 +33,22 @@ from registry.db.tables import Engine, EngineSignature, utcnow
 ANY_FAMILY = "*"
 KEY = ("model_id", "spec_family", "toolchain", "version", "device", "sku", "cc", "hardware_compatibility",
        "version_compatible", "exclude_lean_runtime", "validation_failed")
-COLUMNS = (*KEY, "newest", "engines", "example")
+COLUMNS = (*KEY, "newest", "engines", "example", "widest", "widest_newest")
 
-# The backfill, once per family column ('spec_family', then '*'); migration 0006 holds a copy of this text.
+# The backfill, once per family column ('spec_family', then '*'); migration 0010 holds a copy of this text.
+# The window gives each engine its group's greatest width, so that the newest engine of that width is found.
 _BACKFILL = """
 INSERT INTO engine_signatures (model_id, spec_family, toolchain, version, device, sku, cc, hardware_compatibility,
-                               version_compatible, exclude_lean_runtime, validation_failed, newest, engines, example)
+                               version_compatible, exclude_lean_runtime, validation_failed, newest, engines, example,
+                               widest, widest_newest)
 SELECT model_id, {family}, toolchain, version, device, coalesce(sku, ''), coalesce(cc, ''), hardware_compatibility,
        version_compatible, exclude_lean_runtime, coalesce(NOT validation_passed, false), max(created_at), count(*),
-       max(id)
-FROM engines {where}
+       max(id), max(profile_width), max(CASE WHEN profile_width = group_widest THEN created_at END)
+FROM (SELECT *, max(profile_width) OVER (
+          PARTITION BY model_id, {group}toolchain, version, device, coalesce(sku, ''), coalesce(cc, ''),
+                       hardware_compatibility, version_compatible, exclude_lean_runtime,
+                       coalesce(NOT validation_passed, false)) AS group_widest
+      FROM engines {where}) engines
 GROUP BY model_id, {group}toolchain, version, device, coalesce(sku, ''), coalesce(cc, ''), hardware_compatibility,
          version_compatible, exclude_lean_runtime, coalesce(NOT validation_passed, false)"""
 
@@ -63,28 +72,30 @@ def add(session: Session, engines: Iterable[Engine | Mapping[str, Any]]) -> None
     """Count new engines (rows or dicts of engine columns) in their models' summaries."""
     rows: dict[tuple, dict[str, Any]] = {}
     for engine in engines:
-        for key, created, engine_id in _keys(engine):
+        for key, created, engine_id, width in _keys(engine):
             row = rows.get(key)
             if row is None:
-                rows[key] = {**dict(zip(KEY, key)), "newest": created, "engines": 1, "example": engine_id}
+                rows[key] = {**dict(zip(KEY, key)), "newest": created, "engines": 1, "example": engine_id,
+                             "widest": width, "widest_newest": created}
             else:
                 row["engines"] += 1
                 row["newest"] = max(row["newest"], created)
                 row["example"] = max(row["example"], engine_id)
+                row["widest"], row["widest_newest"] = max((row["widest"], row["widest_newest"]), (width, created))
     if rows:
         session.execute(_upsert(session), [rows[k] for k in sorted(rows)])
 
 
-def _keys(engine: Engine | Mapping[str, Any]) -> list[tuple[tuple, datetime, str]]:
+def _keys(engine: Engine | Mapping[str, Any]) -> list[tuple[tuple, datetime, str, float]]:
     get = engine.get if isinstance(engine, Mapping) else lambda name: getattr(engine, name)
     failed = get("validation_passed") is False
     signature = (get("toolchain"), get("version"), get("device"), get("sku") or "", get("cc") or "",
                  get("hardware_compatibility"), bool(get("version_compatible")), bool(get("exclude_lean_runtime")),
                  failed)
-    created, engine_id = get("created_at"), get("id")
-    if created is None or engine_id is None:
-        raise ValueError("an engine is counted with its id and creation time")
-    return [((get("model_id"), family, *signature), created, engine_id)
+    created, engine_id, width = get("created_at"), get("id"), get("profile_width")
+    if created is None or engine_id is None or width is None:
+        raise ValueError("an engine is counted with its id, creation time and profile width")
+    return [((get("model_id"), family, *signature), created, engine_id, width)
             for family in (get("spec_family"), ANY_FAMILY)]
 
 
@@ -97,6 +108,10 @@ def _upsert(session: Session) -> Any:
         "engines": table.engines + new.engines,
         "newest": greatest(table.newest, new.newest),
         "example": greatest(table.example, new.example),
+        "widest": greatest(table.widest, new.widest),
+        "widest_newest": case((new.widest > table.widest, new.widest_newest),
+                              (new.widest < table.widest, table.widest_newest),
+                              else_=greatest(table.widest_newest, new.widest_newest)),
     })
 
 

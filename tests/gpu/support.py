@@ -22,14 +22,20 @@ REPO = Path(__file__).resolve().parents[2]
 TACTICS = ["edge_mask_convolutions", "jit_convolutions"]  # the kit's cuBLAS/cuDNN are stubs
 
 
-def toolchain_interpreters() -> dict[str, str]:
-    """TRTFARM_TOOLCHAINS parsed like registry.settings does (no pydantic needed here)."""
-    found: dict[str, str] = {}
-    for item in filter(None, (p.strip() for p in os.environ.get("TRTFARM_TOOLCHAINS", "").split(","))):
+def toolchain_entries(text: str) -> list[tuple[str, str]]:
+    """A TRTFARM_TOOLCHAINS value parsed like registry.settings does (no pydantic needed here): (kind, python)
+    in order; a kind may repeat (several versions of one toolchain)."""
+    found: list[tuple[str, str]] = []
+    for item in filter(None, (p.strip() for p in text.split(","))):
         kind, sep, python = item.partition("=")
         if sep and python.strip():
-            found[kind.strip()] = python.strip()
+            found.append((kind.strip(), python.strip()))
     return found
+
+
+def toolchain_interpreters() -> dict[str, str]:
+    """TRTFARM_TOOLCHAINS by kind (the last entry of a kind)."""
+    return dict(toolchain_entries(os.environ.get("TRTFARM_TOOLCHAINS", "")))
 
 
 TRT_PYTHON = toolchain_interpreters().get("tensorrt")
@@ -37,8 +43,8 @@ SKIP_REASON = ("no TensorRT toolchain: set TRTFARM_TOOLCHAINS=tensorrt=/opt/trt8
                "on a GPU host (see scripts/gpu-suite.sh and ../shared/gpu/README.md)")
 
 
-def runner_command() -> list[str]:
-    return runner_argv("tensorrt", TRT_PYTHON)
+def runner_command(python: str | None = None) -> list[str]:
+    return runner_argv("tensorrt", python or TRT_PYTHON)
 
 
 # ------------------------------------------------------------------------------------------------ results
@@ -75,10 +81,12 @@ class Results:
 # ------------------------------------------------------------------------------------------- the runner
 
 
-def probe() -> dict[str, Any]:
-    done = subprocess.run([*runner_command(), "--probe"], capture_output=True, text=True, timeout=300)
+def probe(python: str | None = None) -> dict[str, Any]:
+    """The TensorRT runner's --probe in `python` (default: TRTFARM_TOOLCHAINS' TensorRT interpreter)."""
+    done = subprocess.run([*runner_command(python), "--probe"], capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
-        raise RuntimeError(f"tensorrt runner --probe failed ({done.returncode}): {done.stderr[-3000:]}")
+        raise RuntimeError(f"tensorrt runner --probe in {python or TRT_PYTHON} failed ({done.returncode}): "
+                           f"{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -171,10 +179,17 @@ def tensorrt_worker(worker: Any) -> bool:
     return any(t["kind"] == "tensorrt" for t in worker.toolchains) and any(d.get("sku") for d in worker.devices)
 
 
-def gpu_farm(home: Path, gpus: str = "auto", expected_workers: int = 1) -> EmbeddedFarm:
-    """The embedded farm of the GPU suite: this host's TensorRT toolchain, `expected_workers` GPU workers."""
-    return EmbeddedFarm(home, gpus=gpus, workers=expected_workers, accept=tensorrt_worker,
-                        extra_env={"TRTFARM_TOOLCHAINS": os.environ.get("TRTFARM_TOOLCHAINS", "")})
+def gpu_farm(home: Path, gpus: str = "auto", expected_workers: int = 1, *, toolchains: str | None = None,
+             accept: Any = None, **env: str) -> EmbeddedFarm:
+    """The embedded farm of the GPU suite: this host's TensorRT toolchain (or `toolchains`, a
+    TRTFARM_TOOLCHAINS value), `expected_workers` GPU workers (accepted by `accept`, a WorkerInfo predicate,
+    besides being TensorRT workers), `env` added to the farm's environment."""
+    def accepted(worker: Any) -> bool:
+        return tensorrt_worker(worker) and (accept is None or accept(worker))
+
+    value = toolchains if toolchains is not None else os.environ.get("TRTFARM_TOOLCHAINS", "")
+    return EmbeddedFarm(home, gpus=gpus, workers=expected_workers, accept=accepted,
+                        extra_env={"TRTFARM_TOOLCHAINS": value, **env})
 
 
 def build_summary(farm, info) -> dict[str, Any]:  # noqa: ANN001

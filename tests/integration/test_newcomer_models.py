@@ -106,8 +106,10 @@ def test_fetch_by_shape_picks_the_engine_whose_profile_holds_it(farm: RunningFar
     assert engines[wide.engine_id].digest != engines[narrow.engine_id].digest  # told apart by their bytes
     path = sdk.fetch(model.id, runtime=ort_runtime, shapes={"input": [12, 3, 16, 16]})
     assert path.name.startswith(engines[wide.engine_id].digest.removeprefix("sha256:"))
-    path = sdk.fetch(model.id, runtime=ort_runtime, shapes={"input": [2, 3, 16, 16]})
-    assert path.name.startswith(engines[narrow.engine_id].digest.removeprefix("sha256:"))
+    path = sdk.fetch(model.id, runtime=ort_runtime, shapes={"input": [2, 3, 16, 16]})  # both hold it: the wider
+    assert path.name.startswith(engines[wide.engine_id].digest.removeprefix("sha256:"))
+    path = sdk.fetch(model.id, runtime=ort_runtime, refresh=True)  # no shapes: the widest, not the newest
+    assert path.name.startswith(engines[wide.engine_id].digest.removeprefix("sha256:"))
     with pytest.raises(InvalidInput, match="outside every profile"):
         sdk.fetch(model.id, runtime=ort_runtime, shapes={"input": [32, 3, 16, 16]})
 

@@ -87,3 +87,66 @@ def test_deleting_a_model_removes_its_builds_engines_and_blobs(farm_factory, ort
     with pytest.raises(ModelNotFound):
         sdk.model(model.id)
     assert sdk.builds(model=model.id).items == []
+
+
+def test_gc_compacts_timing_caches_through_the_api_and_the_cli(farm_factory, tmp_path: Path) -> None:  # noqa: ANN001
+    """POST /v1/gc and `trtfarm gc`: a superseded generation and an unused partition of a version no live worker
+    serves are listed by the dry run and removed by the real one, with a log line each."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from registry.blobs.local import LocalBlobStore
+    from registry.db.tables import TimingCache, TimingCacheBlob, utcnow
+    from registry.services import fleet, timing_caches
+    from registry.spec import parse_spec
+
+    farm: RunningFarm = farm_factory(blobs="file", workers=0)
+    blobs = LocalBlobStore(farm.blob_url.removeprefix("file://"))
+
+    def beat() -> None:  # a live TensorRT 8.6 worker (its heartbeat stays live for 20 s in the test farm)
+        fleet.heartbeat(farm.db, fleet.Beat(name="host:gpu0", hostname="h", queues=[], devices=[{"sku": "h100"}],
+                                            toolchains=[{"kind": "tensorrt", "version": "8.6.0"}]))
+
+    served, dead = (timing_caches.partition_key(version=v, cc="sm_90", sku="h100", spec=parse_spec({}))
+                    for v in ("8.6.0", "8.5.3.1"))
+    digests = {}
+    for part, payload in ((served, b"TC old"), (served, b"TC new"), (dead, b"TC 8.5")):
+        blob = blobs.put_bytes(payload)
+        timing_caches.compare_and_swap(farm.db, part, timing_caches.newest(farm.db, part).generation, blob.digest,
+                                       blob.size, "b" * 32)
+        digests[payload] = blob.digest
+    with farm.db.session() as s:
+        s.execute(update(TimingCacheBlob).where(TimingCacheBlob.digest == digests[b"TC old"])
+                  .values(superseded_at=utcnow() - timedelta(hours=1)))
+        s.execute(update(TimingCache).values(updated_at=utcnow() - timedelta(days=40)))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        beat()
+        env = {**os.environ, "TRTFARM_URL": farm.url, "HOME": str(tmp_path)}
+        return subprocess.run([sys.executable, "-m", "registry.cli", "gc", "--keep-last", "1", "--unused-days", "30",
+                               *args], capture_output=True, text=True, env=env, timeout=120)
+
+    planned = cli("--dry-run", "--json")
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert plan["dry_run"] and plan["timing_caches_kept"] == {"served": 1}
+    assert sorted((c["partition"], c["digest"], c["reason"]) for c in plan["timing_caches_removed"]) == sorted(
+        [(served, digests[b"TC old"], "superseded"), (dead, digests[b"TC 8.5"], "partition_unused")])
+    assert blobs.exists(digests[b"TC old"]) and blobs.exists(digests[b"TC 8.5"])
+
+    done = cli()
+    assert done.returncode == 0, done.stderr
+    assert "timing caches: removed 2 blob(s)" in done.stdout and "1 whole partition(s)" in done.stdout
+    assert "partitions kept whole: 1 served" in done.stdout and "2 blob(s) deleted" in done.stdout
+    assert not blobs.exists(digests[b"TC old"]) and not blobs.exists(digests[b"TC 8.5"])
+    assert blobs.exists(digests[b"TC new"]) and timing_caches.newest(farm.db, dead).generation == 0
+    log = farm.api.log.read_text()
+    assert f"gc removed timing-cache partition={dead} version=8.5.3.1" in log
+    assert f"digest={digests[b'TC old']} size=6 reason=superseded" in log
+    beat()
+    assert farm.client().gc(keep_last=1, unused_days=30).timing_caches_removed == []

@@ -9,6 +9,7 @@ Layout (each runner split by concern, the way Polygraphy splits a backend):
     common.py               shared by both runners: RunnerError, the result file and exit codes, the
                             dispatch/main skeleton, the argument parser, spec/JSON/bytes inputs, atomic
                             writes, latency summary, GPU SKU and cc slugs, CPU arch/ISA detection
+    layouts.py              TensorRT's I/O memory layouts (CHWk, HWCk, ...) in numpy: pack and unpack
     tensorrt_runner/        the TensorRT runner (a package; its __init__ lists its modules)
     onnxruntime_runner/     the ONNX Runtime runner (a package)
     run.py                  the bootstrap the worker starts: `INTERPRETER run.py KIND COMMAND ...`
@@ -32,13 +33,21 @@ invalid_input, 1 any other failure. Log lines go to stderr (streamed into the bu
       CPU device: {"name", "device" ("x86_64-avx2"), "arch", "isa", "cores"}.
   RUNNER build --model M.onnx --spec SPEC.json --out ENGINE --result R.json
                [--timing-cache-in F] [--timing-cache-out F] [--plugin LIB]... [--calibration-cache F]
+               [--calibration-data D.npz --calibration-cache-out F]
       SPEC.json is the canonical spec (registry.keys.spec_canonical: every field present, option names,
       never enum integers); runners keep no defaults of their own, and a missing field is invalid_input
       ("spec.json is not a canonical spec: missing field X"). External data files lie beside M.onnx.
-      Result: {"ok": true, "metadata": {...}} (see each runner).
-  RUNNER run --engine ENGINE --inputs IN.npz --outputs OUT.npz --result R.json [--profile K]
-      Runs the engine once on the named inputs, writes the named outputs.
+      Result: {"ok": true, "metadata": {...}} (see each runner). INT8 (tensorrt_runner/calibration.py): a
+      cache is served as it is; a data set (.npz, one array per input, axis 0 = samples) is calibrated with
+      the spec's calibration_algorithm and the cache TensorRT made written to --calibration-cache-out;
+      metadata["calibration"] says how (mode calibrated / cache / explicit for a Q/DQ network).
+  RUNNER run --engine ENGINE --inputs IN.npz --outputs OUT.npz --result R.json [--profile K] [--plugin LIB]...
+      Runs the engine once on the named inputs, writes the named outputs. Arrays are logical (NCHW order,
+      any numeric dtype): a runner casts them to the engine's I/O types and lays them out in its I/O formats,
+      and unpacks outputs back to their logical shape (TensorRT: fp16/bf16/vectorized I/O, layouts.py).
+      TensorRT registers its own plugins and loads each --plugin library before deserializing (bench alike).
   RUNNER bench --engine ENGINE --inputs IN.npz --result R.json [--iterations N] [--warmup W] [--profile K]
+               [--plugin LIB]...
       Result: {"ok": true, "latency_ms": {"p50", "p99", "mean", "min", "iterations"}}.
   RUNNER serve
       A warm runner: reads one request per line on stdin, {"id": N, "argv": [COMMAND, ARGS..., "--result", R]},

@@ -202,6 +202,15 @@ def test_ties_newer_then_lower_latency(specs, winner):
     assert resolve(candidates, rt()).candidate.engine_id == winner
 
 
+def test_within_a_class_the_widest_profiles_win_before_the_newest():
+    wide, narrow = plan(engine_id="wide", width=4.0, created_at=1), plan(engine_id="narrow", width=2.0, created_at=2)
+    assert [r.candidate.engine_id for r in rank([narrow, wide], rt())] == ["wide", "narrow"]
+    as_wide = plan(engine_id="as_wide", width=4.0, created_at=3)
+    assert resolve([narrow, wide, as_wide], rt()).candidate.engine_id == "as_wide"  # equally wide: the newer
+    widest_worse_class = same_cc(engine_id="cc", width=9.0, created_at=4)
+    assert resolve([narrow, wide, widest_worse_class], rt()).candidate.engine_id == "wide"  # the class first
+
+
 def test_ties_accept_datetimes():
     old = datetime(2024, 1, 1, tzinfo=timezone.utc)
     new = datetime(2025, 1, 1, tzinfo=timezone.utc)

@@ -27,8 +27,10 @@ ORT_OPTIONS = ("graph_optimization_level", "optimized_model_format")
 TENSORRT_ONLY = (
     "precision", "strongly_typed", "workspace_mib", "tactic_sources", "hardware_compatibility",
     "version_compatible", "exclude_lean_runtime", "refit", "strip_weights", "weight_streaming",
-    "dla_core", "gpu_fallback",
+    "dla_core", "gpu_fallback", "layer_precisions", "precision_constraints", "io_formats", "calibration_algorithm",
 )
+EMPTY_MEANS_NOTHING = ("precision", "layer_precisions", "io_formats")  # an empty list or object asks nothing
+NULL_MEANS_NOTHING = ("calibration_algorithm",)  # a choice whose default is null
 # The canonical spec's fields this runner reads.
 SPEC_FIELDS = (*TENSORRT_ONLY, "profiles", *(f"onnxruntime.{name}" for name in ORT_OPTIONS))
 
@@ -90,18 +92,18 @@ def asks_tensorrt(name: str, value: Any) -> bool:
     """Whether a TensorRT-only option's value asks TensorRT for something. precision lists what is added
     to fp32 (none added asks nothing); elsewhere only null, false and "none" ask nothing
     (tactic_sources=[] restricts the sources, dla_core=0 names a core)."""
-    if name == "precision":
+    if name in EMPTY_MEANS_NOTHING:
         return bool(value)
     return not (value is None or value is False or value == "none")
 
 
 def _untouched(name: str, value: Any) -> str:
     """The value of `name` that asks TensorRT for nothing, written like _show writes values."""
-    if name == "precision":
-        return "[]"
+    if name in EMPTY_MEANS_NOTHING:
+        return "{}" if isinstance(value, dict) else "[]"
     if isinstance(value, bool):
         return "false"
-    return "none" if isinstance(value, str) else "null"
+    return "none" if isinstance(value, str) and name not in NULL_MEANS_NOTHING else "null"
 
 
 def _show(value: Any) -> str:

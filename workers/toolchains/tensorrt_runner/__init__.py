@@ -10,19 +10,21 @@ starts it: see workers/toolchains/__init__.py.
     RUNNER build --model M.onnx --spec SPEC.json --out ENGINE --result R.json
                  [--timing-cache-in F] [--timing-cache-out F] [--plugin LIB]...
                  [--calibration-cache F] [--verbose]
-    RUNNER run   --engine ENGINE --inputs IN.npz --outputs OUT.npz --result R.json [--profile K]
+    RUNNER run   --engine ENGINE --inputs IN.npz --outputs OUT.npz --result R.json [--profile K] [--plugin LIB]...
     RUNNER bench --engine ENGINE --inputs IN.npz --result R.json [--iterations N] [--warmup W] [--profile K]
+                 [--plugin LIB]...
     RUNNER merge --cache A --cache B [--cache ...] --out C --result R.json
 
 Modules, one concern each:
     runtime      importing tensorrt, its version, the logger, plugin libraries
     options      the option table: feature detection (--probe) and applying a spec to the builder config
     network      network flags, the ONNX parser, inputs, optimization profiles, shared dimension names
+    constraints  per-layer precision rules and I/O tensor types and formats (edits of the parsed network)
     calibration  the cache-only INT8 calibrator
     build        the build command: timing cache in/out, the builder, failure hints
-    describe     what a plan is: header, I/O, engine inspector (the build's metadata)
+    describe     what a plan is: header, I/O (types, formats), engine inspector, layer table (the metadata)
     cuda         the CUDA driver API through ctypes
-    session      EngineSession and the run and bench commands
+    session      EngineSession and the run and bench commands (I/O cast and laid out: ../layouts.py)
     merge        combining timing caches
     probe        GPUs (NVML, else nvidia-smi) and --probe
     __main__     the command line and main()

@@ -27,7 +27,10 @@ def build_parser() -> common.Parser:
     build.add_argument("--timing-cache-in", help="timing cache to start from (a rejected one is a miss)")
     build.add_argument("--timing-cache-out", help="where to write the timing cache after the build")
     build.add_argument("--plugin", action="append", default=[], help="plugin library to load (repeatable)")
-    build.add_argument("--calibration-cache", help="INT8 calibration cache (with precision int8)")
+    build.add_argument("--calibration-cache", help="INT8 calibration cache to serve (with precision int8)")
+    build.add_argument("--calibration-data", help="INT8 calibration data set (.npz, one array per input) to "
+                                                  "calibrate with (with precision int8)")
+    build.add_argument("--calibration-cache-out", help="where to write the cache a calibration made")
     build.add_argument("--verbose", action="store_true", help="also log TensorRT's VERBOSE messages")
     for name in ("run", "bench"):
         sub = commands.add_parser(name, help="run the engine once" if name == "run" else "time the engine")
@@ -38,6 +41,7 @@ def build_parser() -> common.Parser:
         else:
             common.add_bench_arguments(sub)
         sub.add_argument("--profile", type=int, default=0, help="optimization profile index")
+        sub.add_argument("--plugin", action="append", default=[], help="plugin library the engine needs (repeatable)")
         sub.add_argument("--verbose", action="store_true")
     merge = commands.add_parser("merge", help="combine timing caches")
     merge.add_argument("--cache", action="append", required=True, help="input cache (repeatable)")

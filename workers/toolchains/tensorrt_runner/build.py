@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from ..common import RunnerError, atomic_write, log
-from .calibration import attach_calibrator
+from .calibration import attach_calibrator, finish_calibration, release_calibration
+from .constraints import apply_io_formats, apply_layer_precisions
 from .describe import describe_plan
 from .network import (
     GENERIC_SYMBOL_HINT,
@@ -24,6 +25,9 @@ from .network import (
 from .options import check_options, configure, read_spec
 from .runtime import import_trt, load_plugins, make_logger
 
+IO_FORMAT_HINT = ("io_formats: each vectorized format is bound to some data types (e.g. hwc8 and chw2 to fp16 or "
+                  "bf16, chw4 to int8) and needs a tensor of rank >= 3 (>= 4 for dhwc8, cdhw32, dhwc); linear takes "
+                  "every type. TensorRT's TensorFormat documentation lists the pairs each release accepts")
 LEAN_RUNTIME_MESSAGE = ("version_compatible needs TensorRT's lean runtime (libnvinfer_lean); "
                         "this toolchain (TensorRT {version}) does not ship it")
 
@@ -41,16 +45,23 @@ def cmd_build(args) -> dict:
     validate_profiles(spec, inputs)
     symbols = shared_symbols(inputs, args.model) if spec["profiles"] else {}
     check_shared_symbols(spec, symbols)
+    applied = apply_layer_precisions(trt, network, spec)
+    apply_io_formats(trt, network, spec)
     config = builder.create_builder_config()
     configure(trt, builder, config, spec)
     profiles = add_profiles(builder, config, spec, inputs)
     cache_info = attach_timing_cache(config, logger, args.timing_cache_in)
-    keep_alive.append(attach_calibrator(trt, config, spec, args.calibration_cache, profiles))
-    plan, seconds = run_builder(trt, builder, network, config, logger, spec, symbols, args)
+    calibration = attach_calibrator(trt, config, spec, args, network, profiles)
+    try:
+        plan, seconds = run_builder(trt, builder, network, config, logger, spec, symbols, args)
+    finally:
+        release_calibration(calibration)  # the batches' device buffers (a warm runner lives on)
     atomic_write(args.out, plan)
     cache_info["partial_miss"] = logger.partial_miss
     cache_info["out_bytes"] = write_timing_cache(config, args.timing_cache_out)
-    return {"metadata": describe_plan(trt, logger, plan, spec, cache_info, seconds)}
+    metadata = describe_plan(trt, logger, plan, spec, cache_info, seconds, applied)
+    calibrated = finish_calibration(trt, calibration, args.calibration_cache_out)
+    return {"metadata": {**metadata, "calibration": calibrated} if calibrated else metadata}
 
 
 def run_builder(trt, builder, network, config, logger, spec, symbols, args) -> tuple[bytes, float]:
@@ -83,8 +94,15 @@ def build_hint(text: str, spec: dict, symbols: dict, args) -> str | None:
             name, places = next(iter(symbols.items()))
             return SHARED_SYMBOL_HINT.format(name=name, where=symbol_places(places))
         return GENERIC_SYMBOL_HINT
-    if "calibrat" in lowered and "int8" in spec["precision"] and not args.calibration_cache:
-        return "int8 needs a calibration cache (--calibration-cache) or a model with Q/DQ nodes"
+    if "calibrat" in lowered and "int8" in spec["precision"] and not (args.calibration_cache or
+                                                                     getattr(args, "calibration_data", None)):
+        return ("int8 needs calibration (a data set, --calibration-data, or a cache, --calibration-cache) or a "
+                "model with Q/DQ nodes")
+    if spec["io_formats"] and any(word in lowered for word in ("format", "reformat", "type")):
+        return IO_FORMAT_HINT
+    if spec["layer_precisions"] and spec["precision_constraints"] == "obey" and "precision" in lowered:
+        return ("with precision_constraints=obey the build fails where a constrained layer has no implementation "
+                "in the asked precision; 'prefer' falls back to another precision with a warning")
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from ..common import RunnerError, log
 from . import cuda
@@ -42,11 +43,13 @@ def deserialize(trt, logger, plan: bytes):
     return runtime, engine
 
 
-def describe_plan(trt, logger, plan: bytes, spec: dict, cache_info: dict, seconds: float) -> dict:
+def describe_plan(trt, logger, plan: bytes, spec: dict, cache_info: dict, seconds: float,
+                  applied: list | None = None) -> dict:
     _runtime, engine = deserialize(trt, logger, plan)  # the runtime must outlive the engine
     if engine is None:
         raise RunnerError("build_error", "TensorRT built a plan that it cannot deserialize: "
                                          + ("; ".join(logger.errors) or "no error logged"))
+    inspector = inspect_engine(trt, engine) if spec["profiling_verbosity"] == "detailed" else None
     return {
         "toolchain": "tensorrt",
         "version": trt.__version__,
@@ -58,7 +61,8 @@ def describe_plan(trt, logger, plan: bytes, spec: dict, cache_info: dict, second
         "num_profiles": int(engine.num_optimization_profiles),
         "layers": int(engine.num_layers),
         "device_memory_bytes": device_memory_bytes(engine),
-        "inspector": inspect_engine(trt, engine) if spec["profiling_verbosity"] == "detailed" else None,
+        "inspector": inspector,
+        "layer_precisions": layer_report(spec, applied or [], inspector),
         "timing_cache": cache_info,
         "build_seconds": round(seconds, 3),
         "device": cuda.cuda_device_info(),
@@ -71,8 +75,13 @@ def device_memory_bytes(engine) -> int:
     return int(engine.device_memory_size)
 
 
+def member_name(value) -> str:
+    """An enum member's name ('DataType.HALF' -> 'HALF'), whatever the binding's repr."""
+    return str(getattr(value, "name", value)).rsplit(".", 1)[-1]
+
+
 def dtype_name(trt, dtype) -> str:
-    name = str(getattr(dtype, "name", dtype)).rsplit(".", 1)[-1]
+    name = member_name(dtype)
     if name in NON_NUMPY_DTYPES:
         return NON_NUMPY_DTYPES[name]
     import numpy as np
@@ -86,7 +95,11 @@ def describe_io(trt, engine) -> list:
         is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
         entry = {"name": name, "mode": "input" if is_input else "output",
                  "dtype": dtype_name(trt, engine.get_tensor_dtype(name)),
-                 "shape": [int(d) for d in engine.get_tensor_shape(name)]}
+                 "shape": [int(d) for d in engine.get_tensor_shape(name)],
+                 "format": tensor_format(engine, name)}
+        describe = getattr(engine, "get_tensor_format_desc", None)
+        if describe is not None:
+            entry["format_desc"] = str(describe(name))
         if is_input:
             entry["profiles"] = [profile_shapes(engine, name, k) for k in range(engine.num_optimization_profiles)]
         io.append(entry)
@@ -99,9 +112,79 @@ def profile_shapes(engine, name: str, k: int) -> dict:
 
 
 def inspect_engine(trt, engine):
+    """The engine inspector's JSON document, or {"error": why} (the metadata says why there is no layer table)."""
+    text = ""
     try:
         text = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
-        return json.loads(text)
+        # TensorRT 8.6 writes control characters inside JSON strings (NVIDIA/TensorRT#2779): not strict JSON
+        found = json.loads(text, strict=False)
+        return found if isinstance(found, dict) else {"error": f"not a JSON object: {text[:300]!r}"}
     except Exception as exc:  # noqa: BLE001 - the inspector is a nice-to-have
-        log(f"engine inspector failed: {exc}")
+        log(f"engine inspector failed: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"[:500] + (f" (text began {text[:200]!r})" if text else "")}
+
+
+def tensor_format(engine, name: str) -> str:
+    """The I/O tensor's memory layout as the spec names formats ('linear', 'hwc8', ...; TensorRT's member name in
+    lower case): the name-based API (8.5+), else the binding API; 'linear' where neither exists."""
+    getter = getattr(engine, "get_tensor_format", None)
+    if getter is not None:
+        return member_name(getter(name)).lower()
+    binding = getattr(engine, "get_binding_format", None)
+    if binding is not None:
+        return member_name(binding(engine.get_binding_index(name))).lower()
+    return "linear"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The layer table of a build with layer precision rules
+# ---------------------------------------------------------------------------------------------------------
+# words in the inspector's "Format/Datatype" text -> the spec's type names (longest first: BF16 before FP16,
+# UINT8 before INT8, BFLOAT16 before FLOAT)
+INSPECTOR_TYPES = (("BFLOAT16", "bf16"), ("BF16", "bf16"), ("FP8", "fp8"), ("FP16", "fp16"), ("HALF", "fp16"),
+                   ("FP32", "fp32"), ("FLOAT", "fp32"), ("UINT8", "uint8"), ("INT8", "int8"), ("INT32", "int32"),
+                   ("INT64", "int64"), ("BOOL", "bool"))
+
+
+def layer_report(spec: dict, applied: list, inspector) -> dict | None:
+    """What the rules did (`rules`, from constraints.apply_layer_precisions) and the engine's layers as TensorRT's
+    inspector reports them (`engine_layers`: name, type, each output's Format/Datatype text and the type read
+    from it, the rules whose layers it holds) -- only with profiling_verbosity=detailed; else `note` says why."""
+    if not spec["layer_precisions"]:
         return None
+    report = {"rules": applied, "engine_layers": None, "note": None}
+    if spec["profiling_verbosity"] != "detailed":
+        report["note"] = (f"profiling_verbosity is {spec['profiling_verbosity']}: TensorRT's engine inspector "
+                          "reports no layer types; build with profiling_verbosity=detailed to record the engine's "
+                          "layer table here")
+    elif not isinstance(inspector, dict) or not isinstance(inspector.get("Layers"), list):
+        why = inspector.get("error") if isinstance(inspector, dict) and inspector.get("error") else (
+            f"keys {sorted(inspector)[:8]}" if isinstance(inspector, dict) else "nothing")
+        report["note"] = f"TensorRT's engine inspector gave no layer table: {why}"
+    else:
+        report["engine_layers"] = [engine_layer(layer, applied) for layer in inspector["Layers"]]
+    return report
+
+
+def engine_layer(layer, applied: list) -> dict:
+    if not isinstance(layer, dict):
+        return {"name": str(layer)}
+    outputs = [str(o.get("Format/Datatype", "")) for o in layer.get("Outputs") or [] if isinstance(o, dict)]
+    text = f"{layer.get('Name', '')} {layer.get('Metadata', '')}"
+    # a reformatting layer names the layer it feeds or drains ("Reformatting CopyNode for Input Tensor 0 to
+    # conv0"): it converts to or from the constrained types, it is not the constrained layer
+    reformat = layer.get("LayerType") == "Reformat" or str(layer.get("Name", "")).startswith("Reformatting ")
+    rules = [] if reformat else [r["pattern"] for r in applied if any(holds(text, n) for n in r["names"])]
+    return {"name": layer.get("Name"), "type": layer.get("LayerType"), "outputs": outputs,
+            "output_types": [type_in(o) for o in outputs], "constrained_by": rules}
+
+
+def type_in(text: str) -> str | None:
+    upper = text.upper()
+    return next((name for word, name in INSPECTOR_TYPES if word in upper), None)
+
+
+def holds(text: str, layer_name: str) -> bool:
+    """Whether an engine layer's name (fused layers: 'conv1 + relu1') holds a network layer's name as a whole
+    name, not as the start of a longer one ('conv1' is not in 'conv10')."""
+    return re.search(rf"(?<![\w]){re.escape(layer_name)}(?![\w])", text) is not None

@@ -42,7 +42,38 @@ OPTIONS: dict[str, tuple[str, str, str]] = {
     "profiling_verbosity=layer_names_only": ("profiling_verbosity", "LAYER_NAMES_ONLY", "8.2"),
     "profiling_verbosity=detailed": ("profiling_verbosity", "DETAILED", "8.2"),
     "profiles": ("builder_method", "create_optimization_profile", "7.0"),
+    "precision_constraints=obey": ("builder_flag", "OBEY_PRECISION_CONSTRAINTS", "8.2"),
+    "precision_constraints=prefer": ("builder_flag", "PREFER_PRECISION_CONSTRAINTS", "8.2"),
+    # per-layer rules (ILayer.precision / set_output_type) are enforced by those flags, hence their floor
+    "layer_precisions": ("layer_attr", "precision", "8.2"),
+    # the INT8 calibrator a data set is calibrated with (calibration.py)
+    "calibration_algorithm=entropy2": ("calibrator", "IInt8EntropyCalibrator2", "5.1"),
+    "calibration_algorithm=entropy": ("calibrator", "IInt8EntropyCalibrator", "5.0"),
+    "calibration_algorithm=minmax": ("calibrator", "IInt8MinMaxCalibrator", "6.0"),
+    "calibration_algorithm=legacy": ("calibrator", "IInt8LegacyCalibrator", "5.0"),
 }
+
+# spec data type -> (TensorRT DataType member, first TensorRT version that can use it as a layer's or an
+# I/O tensor's type). UINT8 appeared in 8.5, FP8 exists in 8.6 but builds need 9.0, BF16 came with 9.0,
+# INT64 is listed from 9.x but supported from 10.0.
+DATA_TYPES: dict[str, tuple[str, str]] = {
+    "fp32": ("FLOAT", "7.0"), "fp16": ("HALF", "7.0"), "bf16": ("BF16", "9.0"), "fp8": ("FP8", "9.0"),
+    "int8": ("INT8", "7.0"), "int32": ("INT32", "7.0"), "int64": ("INT64", "10.0"), "uint8": ("UINT8", "8.5"),
+    "bool": ("BOOL", "7.0"),
+}
+# spec format -> (TensorRT TensorFormat member, first version that has it): DHWC8, CDHW32 and HWC came with
+# 7.2, HWC16 with 8.0, DHWC with 8.6.
+TENSOR_FORMATS: dict[str, tuple[str, str]] = {
+    "linear": ("LINEAR", "7.0"), "chw2": ("CHW2", "7.0"), "hwc8": ("HWC8", "7.0"), "chw4": ("CHW4", "7.0"),
+    "chw16": ("CHW16", "7.0"), "chw32": ("CHW32", "7.0"), "dhwc8": ("DHWC8", "7.2"), "cdhw32": ("CDHW32", "7.2"),
+    "hwc": ("HWC", "7.2"), "hwc16": ("HWC16", "8.0"), "dhwc": ("DHWC", "8.6"),
+}
+OPTIONS.update({f"layer_precisions.dtype={name}": ("data_type", member, floor)
+                for name, (member, floor) in DATA_TYPES.items()})
+OPTIONS.update({f"io_formats.dtype={name}": ("data_type", member, floor)
+                for name, (member, floor) in DATA_TYPES.items()})
+OPTIONS.update({f"io_formats.format={name}": ("tensor_format", member, floor)
+                for name, (member, floor) in TENSOR_FORMATS.items()})
 
 # Where each kind of setting lives in the tensorrt module.
 KIND_OWNER = {
@@ -56,12 +87,18 @@ KIND_OWNER = {
     "device_type": "DeviceType",
     "profiling_verbosity": "ProfilingVerbosity",
     "builder_method": "Builder",
+    "layer_attr": "ILayer",
+    "data_type": "DataType",
+    "tensor_format": "TensorFormat",
+    "calibrator": "tensorrt",  # the module itself
 }
 
 # The spec fields this runner reads (every one the table covers); the canonical spec also carries
 # ONNX Runtime's options, which a TensorRT build ignores.
-SPEC_FIELDS = tuple(dict.fromkeys(option.split("=")[0] for option in OPTIONS))
-IGNORED_FIELDS = ("onnxruntime", "bench")  # the other runner's options; the worker's benchmark settings
+SPEC_FIELDS = tuple(dict.fromkeys(option.split("=")[0].split(".")[0] for option in OPTIONS))
+# the other runner's options; the worker's benchmark settings; the worker's model rewriting (done before the
+# runner sees the model)
+IGNORED_FIELDS = ("onnxruntime", "bench", "sanitize")
 BOOLEAN_OPTIONS = ("strongly_typed", "version_compatible", "exclude_lean_runtime", "strip_weights",
                    "weight_streaming", "gpu_fallback")
 # What TensorRT does with a builder config left alone (IBuilderConfig's documented defaults): a spec
@@ -101,13 +138,30 @@ def requested_options(spec: dict) -> list[str]:
         wanted.append(f"profiling_verbosity={spec['profiling_verbosity']}")
     if spec["profiles"]:
         wanted.append("profiles")
-    return wanted
+    if spec["calibration_algorithm"] is not None:
+        wanted.append(f"calibration_algorithm={spec['calibration_algorithm']}")
+    if spec["precision_constraints"] != "none":
+        wanted.append(f"precision_constraints={spec['precision_constraints']}")
+    if spec["layer_precisions"]:
+        wanted.append("layer_precisions")
+        wanted += [f"layer_precisions.dtype={t}" for t in layer_types(spec)]
+    for io in spec["io_formats"].values():
+        wanted += [f"io_formats.dtype={io['dtype']}", *(f"io_formats.format={f}" for f in io["formats"])]
+    return list(dict.fromkeys(wanted))
+
+
+def layer_types(spec: dict) -> list[str]:
+    """Every data type the layer rules name (as precision or output type), in order of first mention."""
+    named = []
+    for rule in spec["layer_precisions"]:
+        named += ([rule["precision"]] if rule["precision"] else []) + list(rule["output_types"])
+    return list(dict.fromkeys(named))
 
 
 def lookup_option(trt, option: str):
     """The TensorRT object an option maps to, or None where this TensorRT lacks it."""
     kind, attr, _ = OPTIONS[option]
-    owner = getattr(trt, KIND_OWNER[kind], None)
+    owner = trt if KIND_OWNER[kind] == "tensorrt" else getattr(trt, KIND_OWNER[kind], None)
     member = getattr(owner, attr, None) if owner is not None else None
     if member is None and kind == "memory_pool" and hasattr(getattr(trt, "IBuilderConfig", None), "max_workspace_size"):
         return "max_workspace_size"  # TensorRT < 8.4

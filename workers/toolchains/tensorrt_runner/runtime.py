@@ -77,18 +77,38 @@ def _logger_class(trt):
 
 
 def load_plugins(trt, logger, libraries: list[str]) -> list:
-    """Load plugin libraries (kept alive by the caller) and initialise TensorRT's own plugins."""
-    handles = []
-    for path in libraries:
-        try:
-            handles.append(ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL))
-        except OSError as exc:
-            raise RunnerError("invalid_input", f"cannot load plugin library {path}: {exc}") from None
-        log(f"loaded plugin library {path}")
+    """TensorRT's own plugins (libnvinfer_plugin: EfficientNMS_TRT and the rest) registered first, then each
+    plugin library loaded (kept alive by the caller: a library must outlive the engines using it), before any
+    model is parsed or plan deserialized. A library registers its plugin creators as it loads; the log names
+    what each one added to the registry."""
     try:
         trt.init_libnvinfer_plugins(logger, "")
     except Exception as exc:  # noqa: BLE001 - TensorRT's own plugins are optional for most models
         if libraries:
             raise RunnerError("build_error", f"init_libnvinfer_plugins failed: {exc}") from None
         log(f"TensorRT's plugin library did not initialise ({exc}); models that need its plugins will fail")
+    handles = []
+    for path in libraries:
+        before = plugin_creators(trt)
+        try:
+            handles.append(ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL))
+        except OSError as exc:
+            raise RunnerError("invalid_input", f"cannot load plugin library {path}: {exc}") from None
+        added = [c for c in plugin_creators(trt) if c not in before]
+        log(f"loaded plugin library {path}: " + (", ".join(added) + " registered" if added else
+                                                   "it registered no new plugin creator"))
     return handles
+
+
+def plugin_creators(trt) -> list[str]:
+    """The plugin registry's creators as 'name (version N[, namespace S])'; [] where the registry is not readable."""
+    try:
+        creators = trt.get_plugin_registry().plugin_creator_list
+    except Exception:  # noqa: BLE001 - only for the log
+        return []
+    found = []
+    for creator in creators:
+        namespace = getattr(creator, "plugin_namespace", "")
+        found.append(f"{creator.name} (version {creator.plugin_version}" + (f", namespace {namespace})" if namespace
+                                                                            else ")"))
+    return found

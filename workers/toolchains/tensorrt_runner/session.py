@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from .. import layouts
 from ..common import RunnerError, atomic_write, check_bench_args, latency_summary, log, read_bytes, timed_runs
 from .cuda import CudaDriver
 from .describe import (
@@ -12,9 +13,10 @@ from .describe import (
     dtype_name,
     plan_header,
     profile_shapes,
+    tensor_format,
 )
 from .network import shape_text
-from .runtime import import_trt, make_logger
+from .runtime import import_trt, load_plugins, make_logger
 
 
 def float32_to_bf16_bits(np, array):
@@ -28,11 +30,18 @@ def bf16_bits_to_float32(np, bits):
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
-class EngineSession:
-    """Deserialize a plan, bind inputs (converted to the engine's dtypes), allocate outputs, execute."""
+# I/O types whose values the runner cannot derive from the float inputs: fed as the cast (int8) or as zeros
+# (fp8) -- right for timing, meaningless as results (workers/validation.py skips checking such engines)
+SCALED_TYPES = ("int8", "float8_e4m3fn")
 
-    def __init__(self, trt, np, cuda: CudaDriver, logger, engine_path: str, profile: int):
+
+class EngineSession:
+    """Deserialize a plan, bind inputs (converted to the engine's dtypes and laid out in its formats), allocate
+    outputs, execute; outputs come back in logical (NCHW) order, bf16 as float32."""
+
+    def __init__(self, trt, np, cuda: CudaDriver, logger, engine_path: str, profile: int, plugins: list = ()):
         self.trt, self.np, self.cuda, self.logger = trt, np, cuda, logger
+        self.plugins = plugins  # the plugin libraries' handles: loaded before, alive as long as the engine
         plan = read_bytes(engine_path, "engine")
         self.runtime, self.engine = deserialize(trt, logger, plan)
         if self.engine is None:
@@ -44,6 +53,7 @@ class EngineSession:
             raise RunnerError("run_error", "create_execution_context failed: " + "; ".join(logger.errors))
         self.stream = cuda.stream()
         self.buffers: dict = {}  # name -> (device pointer, host array)
+        self.shapes: dict = {}  # output name -> its logical shape
         self.select_profile(profile)
 
     @property
@@ -77,7 +87,7 @@ class EngineSession:
             self.bind_output(name)
 
     def bind_input(self, name: str, array) -> None:
-        host = self.to_engine_dtype(name, array)
+        host = self.laid_out(name, self.to_engine_dtype(name, array))
         if not self.context.set_input_shape(name, tuple(int(d) for d in array.shape)):
             ranges = profile_shapes(self.engine, name, self.profile)
             raise RunnerError("invalid_input", f"input {name} shape {shape_text(array.shape)} is outside profile "
@@ -96,9 +106,10 @@ class EngineSession:
         if any(d < 0 for d in shape):
             raise RunnerError("run_error", f"output {name} has a data-dependent shape {shape_text(shape)}; "
                                            "this runner does not support output allocators")
-        host = self.np.empty(shape, dtype=self.storage_dtype(name))
+        host = self.np.empty(self.packed_shape(name, shape), dtype=self.storage_dtype(name))
         pointer = self.cuda.alloc(host.nbytes)
         self.buffers[name] = (pointer, host)
+        self.shapes[name] = shape
         self.context.set_tensor_address(name, pointer)
 
     def on_host(self, name: str) -> bool:
@@ -110,14 +121,36 @@ class EngineSession:
         kind = dtype_name(self.trt, self.engine.get_tensor_dtype(name))
         if kind == "bfloat16":
             return self.np.uint16
+        if kind == "float8_e4m3fn":
+            return self.np.uint8  # the bits, unread
         if kind in NON_NUMPY_DTYPES.values():
             raise RunnerError("run_error", f"tensor {name} has dtype {kind}, which numpy cannot hold")
         return self.np.dtype(kind)
 
     def to_engine_dtype(self, name: str, array):
-        if dtype_name(self.trt, self.engine.get_tensor_dtype(name)) == "bfloat16":
+        kind = dtype_name(self.trt, self.engine.get_tensor_dtype(name))
+        if kind == "bfloat16":
             return float32_to_bf16_bits(self.np, array)
+        if kind in SCALED_TYPES and array.dtype.kind == "f":
+            log(f"input {name} is {kind} at the engine's boundary and its scale is not known here: fed "
+                + ("zeros" if kind != "int8" else "the values cast to int8") + " (fine for timing, not for results)")
+            if kind != "int8":
+                return self.np.zeros(array.shape, dtype=self.np.uint8)
         return self.np.ascontiguousarray(array, dtype=self.storage_dtype(name))
+
+    def tensor_format(self, name: str) -> str:
+        return tensor_format(self.engine, name)
+
+    def packed_shape(self, name: str, shape) -> tuple:
+        try:
+            return layouts.packed_shape(self.tensor_format(name), shape)
+        except ValueError as exc:
+            raise RunnerError("run_error", f"tensor {name}: {exc}") from None
+
+    def laid_out(self, name: str, array):
+        """`array` (logical order) in the engine's format for tensor `name` (a copy unless linear)."""
+        self.packed_shape(name, array.shape)  # a format this runner cannot lay out fails here, named
+        return layouts.pack(array, self.tensor_format(name))
 
     def execute(self) -> None:
         if not self.context.execute_async_v3(self.stream_handle):
@@ -129,8 +162,9 @@ class EngineSession:
         for name in self.names(self.trt.TensorIOMode.OUTPUT):
             pointer, host = self.buffers[name]
             self.cuda.to_host(host, pointer)
+            logical = layouts.unpack(host, self.tensor_format(name), self.shapes[name])
             is_bf16 = dtype_name(self.trt, self.engine.get_tensor_dtype(name)) == "bfloat16"
-            outputs[name] = bf16_bits_to_float32(self.np, host) if is_bf16 else host
+            outputs[name] = bf16_bits_to_float32(self.np, logical) if is_bf16 else logical
         return outputs
 
     def close(self) -> None:
@@ -145,9 +179,10 @@ def open_session(args):
     import numpy as np
     logger = make_logger(trt, getattr(args, "verbose", False))
     arrays = load_inputs(np, args.inputs)
+    libraries = load_plugins(trt, logger, getattr(args, "plugin", []))  # before the plan is deserialized
     cuda = CudaDriver()
     cuda.make_current(0)
-    session = EngineSession(trt, np, cuda, logger, args.engine, args.profile)
+    session = EngineSession(trt, np, cuda, logger, args.engine, args.profile, libraries)
     session.bind(arrays)
     return session
 

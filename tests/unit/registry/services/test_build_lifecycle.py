@@ -289,3 +289,25 @@ def test_transient_database_errors_are_retried_then_raised():
     assert slept == [0.25, 0.5, 0.25, 0.5]
     with pytest.raises(IntegrityError):  # not transient: raised at once
         retry_transient(duplicate, what="finish", sleep=lambda _: pytest.fail("slept"))
+
+
+def test_a_pool_whose_checkout_pings_all_failed_is_transient_too():
+    """SQLAlchemy's pool says "This connection is closed" (InvalidRequestError, no DBAPI error) once three
+    checkout pings in a row found dead connections: the database keeps dropping them. Seen in the fault test
+    that terminates every connection every 0.2 s; any other InvalidRequestError is a bug, raised at once."""
+    from sqlalchemy.exc import InvalidRequestError
+
+    from registry.db.session import retry_transient
+
+    calls, slept = [], []
+
+    def exhausted():
+        calls.append(1)
+        if len(calls) < 2:
+            raise InvalidRequestError("This connection is closed")
+        return "read"
+
+    assert retry_transient(exhausted, what="poll", sleep=slept.append) == "read" and slept == [0.25]
+    with pytest.raises(InvalidRequestError):
+        retry_transient(lambda: (_ for _ in ()).throw(InvalidRequestError("Object is already attached")),
+                        what="finish", sleep=lambda _: pytest.fail("slept"))

@@ -1,6 +1,7 @@
 """registry.services.signatures on SQLite: the summary kept engine by engine (in chunks that update rows
 already there, and by a build's finish) is the one the backfill computes from the engines, and the one
-migration 0006 fills an existing database with. (Concurrent writers on PostgreSQL: tests/integration.)"""
+migration 0006 fills an existing database with (0010: with profile widths). (Concurrent writers on
+PostgreSQL: tests/integration.)"""
 
 from __future__ import annotations
 
@@ -14,22 +15,16 @@ from registry.db.session import Database
 from registry.db.tables import Build, Engine
 from registry.services import attempts, signatures
 from registry.services.attempts import Claim, EngineRecord, Outcome
-from registry.services.models import register_model
 from registry.settings import Settings
 from registry.status import BuildStatus
 from tests import fleets
-from tests.models import convnet
 
 
 def _farm(tmp_path, revision: str = "head") -> tuple[Database, str]:
-    settings = Settings(home=tmp_path)
-    upgrade(settings.resolved_database_url(), revision)
-    db = Database(settings.resolved_database_url())
-    from registry.blobs.local import LocalBlobStore
-
-    convnet(tmp_path / "upload" / "m.onnx")
-    info, _ = register_model(db, LocalBlobStore(tmp_path / "blobs"), tmp_path / "upload", "m.onnx")
-    return db, info.id
+    """A database at `revision` with one registered model (registered at head, then migrated down)."""
+    url = Settings(home=tmp_path).resolved_database_url()
+    model_id = fleets.model_at_revision(url, revision, tmp_path)
+    return Database(url), model_id
 
 
 @pytest.fixture
@@ -44,7 +39,7 @@ def test_counted_in_chunks_is_what_the_backfill_computes(model) -> None:
     fleets.insert(db, rows, chunk=37)  # later chunks add to rows earlier ones wrote
     want = fleets.summary(rows)
     assert fleets.summary_in(db) == want
-    assert sum(count for (_, family, *_), (_, count, _) in want.items() if family == "*") == 600
+    assert sum(count for (_, family, *_), (_, count, *_) in want.items() if family == "*") == 600
     with db.session() as s:
         signatures.rebuild(s)
     assert fleets.summary_in(db) == want
@@ -80,3 +75,20 @@ def test_migration_0006_fills_the_summary_from_existing_engines(tmp_path) -> Non
     rng = random.Random(8)
     for _ in range(40):
         fleets.check_resolution(db, model_id, rows, fleets.runtime(rng))
+
+
+def test_migration_0010_computes_each_engines_profile_width(tmp_path) -> None:
+    """Engines written before 0010 get the width the service computes (ONNX Runtime without profiles: any
+    shape), and the summary each signature's widest with the newest of that width."""
+    db, model_id = _farm(tmp_path, "0009")
+    rows = fleets.engine_rows(random.Random(9), model_id, 300)
+    with db.session() as s:  # written before profile widths existed
+        fleets.insert_as_of_then(s, rows)
+    upgrade(db.url)
+    with db.session() as s:
+        assert dict(s.execute(sa.select(Engine.id, Engine.profile_width)).all()) == {
+            r["id"]: r["profile_width"] for r in rows}
+    assert fleets.summary_in(db) == fleets.summary(rows)
+    rng = random.Random(10)
+    for _ in range(40):
+        fleets.check_resolution(db, model_id, rows, fleets.runtime(rng), **fleets.question(rng, rows))

@@ -48,6 +48,8 @@ FLAGS_86 = ["FP16", "INT8", "DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CA
 FLAGS_10 = FLAGS_86 + ["ERROR_ON_TIMING_CACHE_MISS", "BF16", "DISABLE_COMPILATION_CACHE", "STRIP_PLAN",
                        "REFIT_IDENTICAL", "WEIGHT_STREAMING", "INT4"]
 TACTIC_SOURCES = ["CUBLAS", "CUBLAS_LT", "CUDNN", "EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"]
+TENSOR_FORMATS = ["LINEAR", "CHW2", "HWC8", "CHW4", "CHW16", "CHW32", "DHWC8", "CDHW32", "HWC", "DLA_LINEAR",
+                  "DLA_HWC4", "HWC16", "DHWC"]  # 8.6's members (10.x has the same)
 NPTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "BOOL": "bool",
            "UINT8": "uint8", "INT64": "int64"}
 
@@ -75,6 +77,8 @@ def make_fake_trt(flavor: str = "8.6", version: str | None = None, dla_cores: in
     trt.LayerInformationFormat = enum("LayerInformationFormat", ["ONELINE", "JSON"])
     trt.DataType = enum("DataType", ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "FP8"]
                         + (["BF16", "INT64", "INT4"] if ten else []))
+    trt.TensorFormat = enum("TensorFormat", TENSOR_FORMATS, reverse=ten)
+    trt.ILayer = FakeLayer
 
     import numpy as np
 
@@ -91,22 +95,48 @@ def make_fake_trt(flavor: str = "8.6", version: str | None = None, dla_cores: in
         def __init__(self):
             pass
 
-    class IInt8EntropyCalibrator2:
-        def __init__(self):
-            pass
+    trt.ILogger = ILogger
+    trt.CalibrationAlgoType = enum("CalibrationAlgoType", ["LEGACY_CALIBRATION", "ENTROPY_CALIBRATION",
+                                                           "ENTROPY_CALIBRATION_2", "MINMAX_CALIBRATION"])
+    for name, algorithm in CALIBRATORS.items():
+        setattr(trt, name, make_calibrator_base(trt, name, algorithm))
 
-    trt.ILogger, trt.IInt8EntropyCalibrator2 = ILogger, IInt8EntropyCalibrator2
+    trt.events = []  # the order of plugin registration, parsing and deserialization (test_tensorrt_plugins)
+    registry = FakePluginRegistry()
 
     def init_libnvinfer_plugins(logger, namespace):
+        """Registers libnvinfer_plugin's creators (8.6 ships EfficientNMS_TRT, version 1), once per process."""
         trt.plugins_initialised += 1
+        trt.events.append("init_libnvinfer_plugins")
+        registry.register("EfficientNMS_TRT", "1", namespace)
+        registry.register("BatchedNMS_TRT", "1", namespace)
         return True
 
     trt.init_libnvinfer_plugins = init_libnvinfer_plugins
+    trt.get_plugin_registry = lambda: registry
     trt.IBuilderConfig = make_config_class(trt, without_config_attrs)
     trt.Builder = make_builder_class(trt, dla_cores)
     trt.OnnxParser = FakeParser
     trt.Runtime = make_runtime_class(trt, ten)
     return trt
+
+
+# TensorRT's INT8 calibrator base classes and the CalibrationAlgoType each one's get_algorithm() answers
+CALIBRATORS = {"IInt8EntropyCalibrator2": "ENTROPY_CALIBRATION_2", "IInt8EntropyCalibrator": "ENTROPY_CALIBRATION",
+               "IInt8MinMaxCalibrator": "MINMAX_CALIBRATION", "IInt8LegacyCalibrator": "LEGACY_CALIBRATION"}
+
+
+def make_calibrator_base(trt, name: str, algorithm: str) -> type:
+    """A calibrator base like TensorRT's pybind trampolines: a subclass must call Base.__init__(self) (TensorRT
+    crashes otherwise; the fake remembers it), and get_algorithm() names the algorithm."""
+
+    def __init__(self):
+        self.base_initialised = True
+
+    def get_algorithm(self):
+        return getattr(trt.CalibrationAlgoType, algorithm)
+
+    return type(name, (), {"__init__": __init__, "get_algorithm": get_algorithm})
 
 
 class Recorder:
@@ -197,15 +227,60 @@ class FakeProfile:
 
 
 class FakeTensor:
-    def __init__(self, name, shape, dim_names=None):
-        self.name, self.shape, self.is_shape_tensor = name, tuple(shape), False
+    """ITensor: name, shape, dtype (None: FLOAT) and allowed_formats (None: never set, LINEAR) as set."""
+
+    def __init__(self, name, shape, dim_names=None, dtype=None, is_shape_tensor=False):
+        self.name, self.shape, self.is_shape_tensor = name, tuple(shape), is_shape_tensor
+        self.dtype, self.allowed_formats = dtype, None
         if dim_names is not None:  # only the 10.x-like fake names dimensions
             self.get_dimension_name = lambda axis: dim_names[axis]
 
 
+class FakeLayer:
+    """ILayer: its precision (a property, as TensorRT's binding has) and output types record what was set.
+    Described in the model's fake JSON as {"name", "outputs": N, "precision": "INT32", "output_dtype": "INT32",
+    "shape_input": true, "engine_name": "conv0 + relu0"} (all but name optional)."""
+
+    def __init__(self, trt, described: dict):
+        self.name, self.engine_name = described["name"], described.get("engine_name", described["name"])
+        self._precision = getattr(trt.DataType, described.get("precision", "FLOAT"))
+        self.precision_set, self.output_types = False, {}
+        out_type = getattr(trt.DataType, described.get("output_dtype", "FLOAT"))
+        self.outputs = [FakeTensor(f"{self.name}:{i}", (), dtype=out_type) for i in range(described.get("outputs", 1))]
+        self.inputs = [FakeTensor(f"{self.name}.in", (), is_shape_tensor=described.get("shape_input", False))]
+
+    @property
+    def precision(self):
+        return self._precision
+
+    @precision.setter
+    def precision(self, value):
+        self._precision, self.precision_set = value, True
+
+    @property
+    def num_outputs(self):
+        return len(self.outputs)
+
+    @property
+    def num_inputs(self):
+        return len(self.inputs)
+
+    def get_output(self, i):
+        return self.outputs[i]
+
+    def get_input(self, i):
+        return self.inputs[i]
+
+    def set_output_type(self, index, dtype):
+        if not 0 <= index < len(self.outputs):
+            raise IndexError(f"layer {self.name} has no output {index}")
+        self.output_types[index] = dtype
+
+
 class FakeNetwork:
-    def __init__(self, flags, name_dims):
-        self.flags, self.name_dims, self.inputs, self.model = flags, name_dims, [], {}
+    def __init__(self, flags, name_dims, trt=None):
+        self.flags, self.name_dims, self.inputs, self.model, self.trt = flags, name_dims, [], {}, trt
+        self.outputs, self.layers = [], []
 
     @property
     def num_inputs(self):
@@ -213,6 +288,20 @@ class FakeNetwork:
 
     def get_input(self, i):
         return self.inputs[i]
+
+    @property
+    def num_outputs(self):
+        return len(self.outputs)
+
+    def get_output(self, i):
+        return self.outputs[i]
+
+    @property
+    def num_layers(self):
+        return len(self.layers)
+
+    def get_layer(self, i):
+        return self.layers[i]
 
 
 class FakeParserError:
@@ -229,6 +318,29 @@ class FakeParserError:
         return self._code
 
 
+class FakePluginRegistry:
+    """tensorrt.IPluginRegistry: `plugin_creator_list` of IPluginCreator (name, plugin_version,
+    plugin_namespace); register_creator answers False for a (name, version, namespace) already registered."""
+
+    def __init__(self):
+        self.plugin_creator_list = []
+
+    def register(self, name, version, namespace=""):
+        return self.register_creator(types.SimpleNamespace(name=name, plugin_version=version,
+                                                           plugin_namespace=namespace), namespace)
+
+    def register_creator(self, creator, plugin_namespace=""):
+        key = (creator.name, creator.plugin_version, plugin_namespace)
+        if any((c.name, c.plugin_version, c.plugin_namespace) == key for c in self.plugin_creator_list):
+            return False
+        self.plugin_creator_list.append(creator)
+        return True
+
+    def get_plugin_creator(self, type, version, plugin_namespace=""):  # noqa: A002 - TensorRT's parameter name
+        return next((c for c in self.plugin_creator_list if (c.name, c.plugin_version, c.plugin_namespace)
+                     == (type, version, plugin_namespace)), None)
+
+
 class FakeParser:
     """Reads the model description from MODEL + '.fake.json' (the .onnx itself may be a real ONNX file)."""
 
@@ -236,12 +348,15 @@ class FakeParser:
         self.network, self.errors = network, []
 
     def parse_from_file(self, path):
+        getattr(self.network.trt, "events", []).append("parse_from_file")
         model = json.loads(Path(path + ".fake.json").read_text())
         self.network.model = model
         self.errors = [FakeParserError(*e) for e in model.get("parse_errors", [])]
         for i in model["inputs"]:
             names = i.get("dim_names", [None] * len(i["shape"])) if self.network.name_dims else None
             self.network.inputs.append(FakeTensor(i["name"], i["shape"], names))
+        self.network.outputs = [FakeTensor(o["name"], o["shape"]) for o in model["outputs"]]
+        self.network.layers = [FakeLayer(self.network.trt, layer) for layer in model.get("layers", [])]
         return not self.errors
 
     @property
@@ -263,7 +378,7 @@ def make_builder_class(trt, dla_cores: int):
             self.logger = logger
 
         def create_network(self, flags):
-            return FakeNetwork(flags, name_dims=ten)
+            return FakeNetwork(flags, name_dims=ten, trt=trt)
 
         def create_builder_config(self):
             return trt.IBuilderConfig()
@@ -295,16 +410,22 @@ def make_runtime_class(trt, ten: bool):
             self.logger = logger
 
         def deserialize_cuda_engine(self, plan):
+            trt.events.append("deserialize_cuda_engine")
             return FakeEngine(trt, *trt.last_build, v2=ten)
 
     return Runtime
 
 
 class FakeEngine:
+    """The engine of the last build: its I/O tensors with the types and formats the network's tensors were given
+    (the first allowed format is the one chosen), an inspector that answers like TensorRT's for the config's
+    profiling verbosity."""
+
     def __init__(self, trt, network, config, v2: bool):
         self.trt, self.network, self.config = trt, network, config
         self.tensors = [(t.name, trt.TensorIOMode.INPUT, t.shape) for t in network.inputs]
-        self.tensors += [(o["name"], trt.TensorIOMode.OUTPUT, tuple(o["shape"])) for o in network.model["outputs"]]
+        self.tensors += [(t.name, trt.TensorIOMode.OUTPUT, t.shape) for t in network.outputs]
+        self.network_tensors = {t.name: t for t in (*network.inputs, *network.outputs)}
         self.refittable = "REFIT" in config.flags or "REFIT_IDENTICAL" in config.flags
         self.num_layers = 3
         setattr(self, "device_memory_size_v2" if v2 else "device_memory_size", 4096)
@@ -327,7 +448,16 @@ class FakeEngine:
         return self._tensor(name)[1]
 
     def get_tensor_dtype(self, name):
-        return self.trt.DataType.FLOAT
+        return self.network_tensors[name].dtype or self.trt.DataType.FLOAT
+
+    def get_tensor_format(self, name):
+        mask = self.network_tensors[name].allowed_formats
+        members = [m for m in vars(self.trt.TensorFormat).values() if isinstance(m, Member)]
+        chosen = [m for m in sorted(members, key=int) if mask is not None and mask & (1 << int(m))]
+        return chosen[0] if chosen else self.trt.TensorFormat.LINEAR
+
+    def get_tensor_format_desc(self, name):
+        return f"fake {self.get_tensor_format(name).name} {self.get_tensor_dtype(name).name}"
 
     def get_tensor_shape(self, name):
         return self._tensor(name)[2]
@@ -339,7 +469,23 @@ class FakeEngine:
         return list(self.config.profiles[k].shapes[name])
 
     def create_engine_inspector(self):
-        return types.SimpleNamespace(get_engine_information=lambda fmt: json.dumps({"Layers": ["conv", fmt.name]}))
+        if not self.network.layers:
+            return types.SimpleNamespace(get_engine_information=lambda fmt: json.dumps({"Layers": ["conv", fmt.name]}))
+        detailed = self.config.profiling_verbosity.name == "DETAILED"
+        layers = [self.layer_information(layer) if detailed else layer.engine_name for layer in self.network.layers]
+        return types.SimpleNamespace(get_engine_information=lambda fmt: json.dumps({"Layers": layers}))
+
+    def layer_information(self, layer):
+        """One layer as the DETAILED JSON has it: Name, LayerType, Outputs with their Format/Datatype text."""
+        words = {"FLOAT": "FP32", "HALF": "FP16", "INT32": "Int32", "INT8": "Int8", "BF16": "BF16"}
+
+        def output_type(i):
+            dtype = layer.output_types.get(i) or (layer.precision if layer.precision_set else None)
+            return words.get(dtype.name, dtype.name) if dtype is not None else "FP16"  # what an fp16 build picks
+
+        return {"Name": layer.engine_name, "LayerType": "CaskConvolution",
+                "Outputs": [{"Name": t.name, "Format/Datatype": f"Row major linear {output_type(i)} format"}
+                            for i, t in enumerate(layer.outputs)]}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -358,7 +504,7 @@ def spec_requesting(option: str) -> dict:
     name, _, value = option.partition("=")
     if name in ("precision", "tactic_sources"):
         return {name: [value]}
-    if value:
+    if value and "." not in name:
         return {name: value}
     return {
         "tf32": {"tf32": False},
@@ -369,6 +515,12 @@ def spec_requesting(option: str) -> dict:
         "exclude_lean_runtime": {"exclude_lean_runtime": True, "version_compatible": True},
         "strip_weights": {"strip_weights": True, "refit": "refit"},
         "profiles": {"profiles": [{"x": "1x3x8x8,2x3x8x8,4x3x8x8"}]},
+        "layer_precisions": {"layer_precisions": [{"pattern": "conv*", "precision": "fp32"}],
+                             "precision_constraints": "obey"},
+        "layer_precisions.dtype": {"layer_precisions": [{"pattern": "conv*", "output_types": [value]}],
+                                   "precision_constraints": "prefer"},
+        "io_formats.dtype": {"io_formats": {"x": {"dtype": value}}},
+        "io_formats.format": {"io_formats": {"x": {"dtype": "fp16", "formats": [value]}}},
     }.get(name, {name: True})
 
 
@@ -561,7 +713,13 @@ FEATURES_86 = [
     "tactic_sources=edge_mask_convolutions", "tactic_sources=jit_convolutions",
     "hardware_compatibility=ampere_plus", "version_compatible", "exclude_lean_runtime", "refit=refit",
     "dla_core", "gpu_fallback", "profiling_verbosity=none", "profiling_verbosity=layer_names_only",
-    "profiling_verbosity=detailed", "profiles",
+    "profiling_verbosity=detailed", "profiles", "precision_constraints=obey", "precision_constraints=prefer",
+    "layer_precisions",
+    *(f"calibration_algorithm={a}" for a in ("entropy2", "entropy", "minmax", "legacy")),
+    *(f"layer_precisions.dtype={t}" for t in ("fp32", "fp16", "int8", "int32", "uint8", "bool")),
+    *(f"io_formats.dtype={t}" for t in ("fp32", "fp16", "int8", "int32", "uint8", "bool")),
+    *(f"io_formats.format={f}" for f in ("linear", "chw2", "hwc8", "chw4", "chw16", "chw32", "dhwc8", "cdhw32", "hwc",
+                                         "hwc16", "dhwc")),
 ]
 
 
@@ -593,7 +751,7 @@ def test_features_equal_what_build_accepts(flavor):
 def test_every_spec_option_is_covered_by_the_table():
     """A new BuildSpec option must get a row in OPTIONS (or be ONNX Runtime's)."""
     spec = canonical()
-    covered = {option.split("=")[0] for option in options.OPTIONS} | {"onnxruntime", "bench"}
+    covered = {option.split("=")[0].split(".")[0] for option in options.OPTIONS} | set(options.IGNORED_FIELDS)
     assert set(spec) == covered
     assert set(options.SPEC_FIELDS) | set(options.IGNORED_FIELDS) == set(spec)
 
@@ -620,7 +778,8 @@ def test_a_spec_with_an_unknown_field_is_invalid_input(tmp_path, install):
     install(make_fake_trt("8.6"))
     code, result = run_build(tmp_path, write_model(tmp_path, [STATIC_X]), {**canonical(), "turbo": True})
     assert code == 2 and result["error"]["code"] == "invalid_input"
-    assert result["error"]["message"].startswith("unknown spec option(s) turbo; known: bench, dla_core, ")
+    assert result["error"]["message"].startswith("unknown spec option(s) turbo; known: bench, calibration_algorithm, "
+                                                 "dla_core, ")
 
 
 def test_tensorrt_is_imported_through_runtime_import_trt(install):
@@ -760,10 +919,13 @@ def test_build_writes_plan_cache_and_metadata(tmp_path, install):
     assert header == ("tensorrt", "8.6.0", "8.6.0", 12)
     assert meta["refittable"] is True and meta["version_compatible"] is False
     assert meta["io"] == [
-        {"name": "x", "mode": "input", "dtype": "float32", "shape": [1, 3, 8, 8],
+        {"name": "x", "mode": "input", "dtype": "float32", "shape": [1, 3, 8, 8], "format": "linear",
+         "format_desc": "fake LINEAR FLOAT",
          "profiles": [{"min": [1, 3, 8, 8], "opt": [1, 3, 8, 8], "max": [1, 3, 8, 8]}]},
-        {"name": "y", "mode": "output", "dtype": "float32", "shape": [1, 10]},
+        {"name": "y", "mode": "output", "dtype": "float32", "shape": [1, 10], "format": "linear",
+         "format_desc": "fake LINEAR FLOAT"},
     ]
+    assert meta["layer_precisions"] is None  # no layer rules
     assert (meta["num_profiles"], meta["layers"], meta["device_memory_bytes"]) == (1, 3, 4096)
     assert meta["inspector"] == {"Layers": ["conv", "JSON"]}
     assert meta["timing_cache"] == {"in_bytes": 5, "out_bytes": len(b"TCa;b"), "rejected": False, "partial_miss": False}

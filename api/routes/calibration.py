@@ -1,0 +1,76 @@
+"""/v1/calibration: upload an INT8 calibration data set (.npz) or a TensorRT calibration cache (the raw request
+body), HEAD and GET by digest. Formats: registry/calibdata.py and docs/design.md "INT8 calibration"."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api import uploads
+from api.auth import read_scope, submit_scope
+from api.deps import stores
+from api.errors import COMMON, documented
+from api.routes.models import UPLOAD_DIR_PREFIX
+from registry.atomic import writer_tag
+from registry.auth import Principal
+from registry.errors import InvalidCalibration
+from registry.schemas import DIGEST, CalibrationInfo
+from registry.services import calibration
+from registry.stores import FarmStores
+
+PREFIX = "/v1/calibration"
+router = APIRouter(prefix=PREFIX, tags=["calibration"], responses={**COMMON, **documented(413, 502, 507)})
+Digest = PathParam(pattern=DIGEST, description="the upload's digest, sha256:<64 hex>")
+BODY = {"requestBody": {"required": True, "description": "the file itself: an .npz data set or a calibration cache",
+                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+UPLOAD_DOC = (
+    "Upload an INT8 calibration input as the raw request body (Content-Type: application/octet-stream; a "
+    "`Content-Digest: sha-256=:…:` header is checked). **Data set**: one .npz (numpy.savez), one array per model "
+    "input named after it, axis 0 counting samples, each sample the input's shape at profile 0's opt less the "
+    "batch axis; numeric, finite; at most TRTFARM_MAX_CALIBRATION_MIB uncompressed. **Cache**: a TensorRT "
+    "calibration cache (`TRT-<version>-<Calibrator>` header, then `<tensor>: <hex>` lines). The answer's `digest` "
+    "is what BuildRequest.calibration names; 200 when it was uploaded before.")
+
+
+@router.post("", response_model=CalibrationInfo, status_code=201, openapi_extra=BODY, description=UPLOAD_DOC,
+             responses={200: {"model": CalibrationInfo, "description": "already uploaded"}})
+async def upload_calibration(
+    request: Request,
+    kind: Literal["data", "cache"] | None = Query(None, description="what the file must be (found from its bytes "
+                                                                    "when omitted)"),
+    name: str | None = Query(None, min_length=1, max_length=255, description="its file name, for people"),
+    farm: FarmStores = Depends(stores), who: Principal = Depends(submit_scope),
+) -> JSONResponse:
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        raise InvalidCalibration("send the file itself as the request body (Content-Type: application/octet-stream, "
+                                 "e.g. curl --data-binary @calib.npz), not as a multipart form")
+    folder = Path(tempfile.mkdtemp(prefix=UPLOAD_DIR_PREFIX + writer_tag()))
+    try:
+        path = folder / "calibration"
+        digest, size = await uploads.receive_body(request, path, "the calibration upload")
+        info, created = await run_in_threadpool(
+            lambda: calibration.register(farm.db, farm.blobs, path, digest, size, kind=kind, name=name,
+                                         uploaded_by=who.key_id, max_bytes=farm.settings.max_calibration_mib << 20))
+    finally:
+        await run_in_threadpool(shutil.rmtree, folder, True)
+    return JSONResponse(info.model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@router.head("/{digest}", dependencies=[Depends(read_scope)])
+def calibration_exists(digest: str = Digest, farm: FarmStores = Depends(stores)) -> Response:
+    calibration.read(farm.db, digest)
+    return Response(status_code=200)
+
+
+@router.get("/{digest}", response_model=CalibrationInfo, dependencies=[Depends(read_scope)])
+def get_calibration(digest: str = Digest, farm: FarmStores = Depends(stores)) -> CalibrationInfo:
+    return calibration.read(farm.db, digest)
