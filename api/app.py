@@ -7,9 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, metrics, ui
 from api.limits import BodySizeLimit, RejectNul
-from api.routes import builds, calibration, docs, engines, health, keys, models, plugins, retention
+from api.routes import builds, calibration, docs, engines, events, health, keys, models, plugins, retention
 from registry import __version__, auth, intake
 from registry.settings import Settings, get_settings
 from registry.stores import FarmStores
@@ -45,15 +45,16 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
     app.state.stores = FarmStores(settings)
     app.state.auth_required = auth.auth_required(settings.auth, host)
     errors.install(app)
-    for module in (models, calibration, plugins, builds, engines, keys, health, retention):
+    for module in (models, calibration, plugins, builds, events, engines, keys, health, retention):
         app.include_router(module.router)
-    health.install_metrics(app, public=settings.metrics_public)
     docs.install(app, public=settings.docs_public)
+    ui.install(app)  # the web dashboard at /ui
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_mib << 20, paths={calibration.PREFIX: (
         settings.max_calibration_mib << 20, "TRTFARM_MAX_CALIBRATION_MIB",
         "calibrate with fewer samples (a few hundred calibrate well) or raise the limit"), plugins.PREFIX: (
         settings.max_plugin_mib << 20, "TRTFARM_MAX_PLUGIN_MIB", "strip its debug symbols or raise the limit")})
     app.add_middleware(RejectNul)
+    metrics.install(app, settings)  # its middleware outermost: it times every request
     return app
 
 

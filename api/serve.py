@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,5 +29,13 @@ def run_api(settings: Settings, host: str, port: int, workers: int = 1) -> None:
         uvicorn.run(create_app(settings, host=host), host=host, port=port, log_level="warning")
         return
     os.environ[HOST_ENV] = host  # the processes decide about API keys by the address they serve
-    uvicorn.run("api.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level="warning")
+    # the processes' request metrics, shared (prometheus-client's multiprocess mode; api/metrics.py)
+    shared = None if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else tempfile.mkdtemp(prefix="trtfarm-metrics-")
+    if shared:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+    try:
+        uvicorn.run("api.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
+    finally:
+        if shared:
+            shutil.rmtree(shared, ignore_errors=True)

@@ -238,16 +238,20 @@ def _progress_view():  # noqa: ANN202
         bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err)
         bar.start()
         task = bar.add_task("submitting", total=None)
-        return (lambda b: bar.update(task, description=f"build {b.id} {b.status}: {_detail(b)}"[:150]), bar.stop)
+        return (lambda e: bar.update(task, description=_line(getattr(e, "build", e))[:150]), bar.stop)
     started, last = time.monotonic(), [None]
 
-    def line(build) -> None:  # noqa: ANN001
-        text = f"build {build.id} {build.status}: {_detail(build)}".rstrip(": ")
+    def line(event) -> None:  # noqa: ANN001 - a BuildEvent (registry/eventclient.py), or a BuildInfo
+        text = _line(getattr(event, "build", event))
         if text != last[0]:
             last[0] = text
             err.print(f"[{time.monotonic() - started:7.1f}s] {text}", markup=False, highlight=False)
 
     return line, lambda: None
+
+
+def _line(build) -> str:  # noqa: ANN001
+    return f"build {build.id} {build.status}: {_detail(build)}".rstrip(": ")
 
 
 def _detail(build) -> str:  # noqa: ANN001
@@ -372,6 +376,14 @@ def log(build_id: str, follow: bool = typer.Option(False, "-f", "--follow",
     if not follow:
         out.print(farm.log(build_id), markup=False, highlight=False)
         return
+    from registry.clievents import follow_log
+
+    code = follow_log(farm, build_id, lambda line: out.print(line, markup=False, highlight=False))
+    raise typer.Exit(_follow_by_polling(farm, build_id) if code is None else code)
+
+
+def _follow_by_polling(farm, build_id: str) -> int:  # noqa: ANN001
+    """`log -f` against a farm without event streams: the log's tail every second."""
     import time
 
     shown: list[str] = []
@@ -385,7 +397,7 @@ def log(build_id: str, follow: bool = typer.Option(False, "-f", "--follow",
             out.print(new, markup=False, highlight=False)
             shown.append(new)
         if build.done:
-            raise typer.Exit(0 if build.status == BuildStatus.SUCCEEDED else 1)
+            return 0 if build.status == BuildStatus.SUCCEEDED else 1
         time.sleep(1.0)
 
 

@@ -31,7 +31,6 @@ from registry.digests import ModelFile, canonical_json, digest_of_file, is_diges
 from registry.errors import (
     BuildCancelled,
     BuildFailed,
-    BuildTimeout,
     DigestMismatch,
     FarmError,
     InvalidInput,
@@ -42,6 +41,7 @@ from registry.errors import (
     Unreachable,
     error_for_code,
 )
+from registry.eventclient import BuildEvent, EventOps, Progress
 from registry.fleetclient import FleetOps
 from registry.keys import spec_family
 from registry.localfiles import PathDigests, cached_ok, copy_out, default_cache_dir, mark_verified, stamp_path
@@ -68,10 +68,9 @@ REVALIDATE_S = 300.0  # a local answer older than this is checked with the farm 
 PART_IDLE_S = 15 * 60  # a download untouched this long was killed: its temp file is swept
 SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")  # an engine file's suffix that may name a cached file
 SpecLike = BuildSpec | Mapping[str, Any] | None
-Progress = Callable[[BuildInfo], Any]
 
 
-class Farm(FleetOps, CalibrationOps, PluginOps):
+class Farm(FleetOps, CalibrationOps, PluginOps, EventOps):
     """A client of one farm. Thread-compatible (one per thread), usable as a context manager."""
 
     def __init__(
@@ -209,7 +208,8 @@ class Farm(FleetOps, CalibrationOps, PluginOps):
         poll_interval: float = 1.0,
         timeout: float | None = None,
     ) -> BuildInfo:
-        """Request a build (an existing build for the same key is returned). With `wait`, poll until it ends.
+        """Request a build (an existing build for the same key is returned). With `wait`, follow its events until it
+        ends (Farm.wait: `progress(event)` for each BuildEvent).
 
         `model` is a model id or a path (uploaded first if the farm lacks it); so is `calibration` (INT8: a
         digest, or an .npz data set or calibration cache to upload), and each of `plugins` (TensorRT plugin
@@ -227,29 +227,6 @@ class Farm(FleetOps, CalibrationOps, PluginOps):
         if not wait:
             return info
         return self.wait(info, progress=progress, poll_interval=poll_interval, timeout=timeout)
-
-    def wait(
-        self, build: str | BuildInfo, *, progress: Progress | None = None, poll_interval: float = 1.0,
-        timeout: float | None = None
-    ) -> BuildInfo:
-        """Poll a build until it is terminal, calling `progress(info)` on every poll; raise unless it succeeded."""
-        info = build if isinstance(build, BuildInfo) else self.build(build)
-        deadline = None if timeout is None else self.clock() + timeout
-        while True:
-            if progress is not None:
-                progress(info)
-            if info.done:
-                return check_succeeded(info)
-            if deadline is not None and self.clock() >= deadline:
-                raise BuildTimeout(
-                    f"build {info.id} is still {info.status} after {timeout:g}s"
-                    + (f" ({info.waiting_reason})" if info.waiting_reason else "")
-                    + f"; it goes on at the farm: wait again with Farm.wait({info.id!r})",
-                    details={"build": info.id, "status": info.status},
-                )
-            remaining = poll_interval if deadline is None else max(0.0, min(poll_interval, deadline - self.clock()))
-            self.sleep(remaining)
-            info = self.build(info.id)
 
     def build(self, build_id: str) -> BuildInfo:
         return BuildInfo.model_validate(self._get(f"/v1/builds/{build_id}"))
@@ -595,4 +572,4 @@ def _default_port(url: httpx.URL) -> int | None:
     return {"http": 80, "https": 443}.get(url.scheme)
 
 
-__all__ = ["Farm", "raise_for_error"]
+__all__ = ["BuildEvent", "Farm", "raise_for_error"]

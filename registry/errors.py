@@ -222,6 +222,12 @@ class Unavailable(FarmError):
     code = "unavailable"
 
 
+class TooManyStreams(Unavailable):
+    """This API process serves as many event streams as TRTFARM_EVENT_STREAMS allows; try again later."""
+
+    code = "too_many_streams"
+
+
 class InternalError(FarmError):
     """A bug: the farm failed in a way it did not foresee (the server log has the traceback)."""
 

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     # API keys: "auto" = required unless the API listens on loopback only; "required"; "off" (loopback only)
     auth: Literal["auto", "required", "off"] = "auto"
     metrics_public: bool = False  # /metrics without a key (a scraper inside the cluster)
+    metrics_cache_s: float = 5.0  # /metrics reads the farm's state from the database at most this often
     docs_public: bool = False  # /docs and /openapi.json without a key
 
     # database connections per process (the API runs at most size + overflow request threads: no request
@@ -57,6 +58,12 @@ class Settings(BaseSettings):
     # notifications (PostgreSQL only; registry/readcache.py)
     read_cache: bool = True
     read_cache_entries: int = 10_000
+    # live event streams (GET /v1/builds/{id}/events, /v1/events): at most this many at once per API process
+    # (503 beyond), a comment every keepalive seconds, and how often a stream looks for new events when no
+    # notification wakes it (SQLite always; PostgreSQL while its listener is not connected)
+    event_streams: int = 200
+    event_keepalive_s: float = 15.0
+    event_poll_s: float = 0.5
 
     max_upload_mib: int = 2048
     # an INT8 calibration upload (POST /v1/calibration): the request body, and a data set's arrays uncompressed

@@ -8,6 +8,7 @@ from functools import cached_property
 from registry.blobs import open_blob_store
 from registry.blobs.base import BlobStore
 from registry.db.session import Database
+from registry.eventwake import EventWaker
 from registry.readcache import NoCache, open_read_cache
 from registry.settings import Settings
 
@@ -30,3 +31,9 @@ class FarmStores:
         """The API's read cache (a NoCache on SQLite or when TRTFARM_READ_CACHE=false)."""
         s = self.settings
         return open_read_cache(s.resolved_database_url(), s.read_cache, s.read_cache_entries)
+
+    @cached_property
+    def events(self) -> EventWaker:
+        """What wakes the API's event streams (registry/eventwake.py), and their count."""
+        s = self.settings
+        return EventWaker(s.resolved_database_url(), limit=s.event_streams, poll_s=s.event_poll_s)

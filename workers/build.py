@@ -66,7 +66,8 @@ def _attempt(ctx: WorkerContext, claim: Claim, job: BuildJob, tmp: Path, log: Bu
     if outcome.status != BuildStatus.SUCCEEDED and warnings:
         outcome = dataclasses.replace(outcome, warnings=tuple(warnings))
     log.section(str(outcome.status))
-    outcome = dataclasses.replace(outcome, log_digest=ctx.blobs.put_file(log.path).digest, log_tail=log.tail_text())
+    outcome = dataclasses.replace(outcome, log_digest=ctx.blobs.put_file(log.path).digest, log_tail=log.tail_text(),
+                                  log_lines=tuple(log.take_new()))
     owned = retry_transient(lambda: attempts.finish(ctx.db, claim, outcome), what=f"finish {claim.build_id}")
     events.event(claim.build_id, "finished" if owned else "dropped", status=outcome.status, worker=ctx.name,
                  attempt=claim.attempt, seconds=round(time.monotonic() - keeper.started, 3),

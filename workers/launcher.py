@@ -22,6 +22,7 @@ from registry.errors import BuildCancelled, RunnerFailed, ToolchainError
 from workers.toolchains import runner_argv
 
 TAIL_CHARS = 64 * 1024
+STREAMED_LINES = 20_000  # lines of one attempt sent to the build's event stream; the stored log has them all
 
 
 @dataclass
@@ -31,6 +32,8 @@ class BuildLog:
     path: Path
     tail: deque = field(default_factory=lambda: deque(maxlen=2000))
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _written: int = 0
+    _sent: int = 0  # lines handed to take_new()
 
     def write(self, line: str) -> None:
         line = line.rstrip("\n")
@@ -38,6 +41,22 @@ class BuildLog:
             with open(self.path, "a", encoding="utf-8", errors="replace") as f:
                 f.write(line + "\n")
             self.tail.append(line)
+            self._written += 1
+
+    def take_new(self) -> list[str]:
+        """The lines written since the last call (for the build's event stream): those the tail still holds,
+        after a line saying how many it no longer does; nothing more after STREAMED_LINES."""
+        with self._lock:
+            new, first = self._written - self._sent, self._sent
+            self._sent = self._written
+            if new <= 0 or first > STREAMED_LINES:
+                return []
+            if first + new > STREAMED_LINES:
+                return [f"(the live log stops here after {STREAMED_LINES} lines; the build's log has them all)"]
+            kept = list(self.tail)[-new:] if new <= len(self.tail) else list(self.tail)
+            skipped = new - len(kept)
+            note = [f"({skipped} lines came too fast for the live log; the build's log has them)"] if skipped else []
+            return note + kept
 
     def section(self, title: str) -> None:
         self.write(f"--- {time.strftime('%H:%M:%S')} {title}")

@@ -41,9 +41,11 @@ class LeaseKeeper:
         self.lap()
         events.event(self.claim.build_id, "stage", stage=progress, previous=previous,
                      seconds=self.seconds.get(previous))
+        lines = self.log.take_new()  # the previous stage's lines come before the stage in the event stream
         self.progress = progress
         self.log.section(progress)
-        retry_transient(self.renew, what=f"renew the lease of {self.claim.build_id}")  # no attempt spent on it
+        stage = (progress, self.seconds.get(previous))
+        retry_transient(lambda: self.renew(stage, lines), what=f"renew the lease of {self.claim.build_id}")
         if self.should_stop():
             raise BuildCancelled(f"stopped before {progress}: the lease says {self.state.value}")
 
@@ -53,9 +55,11 @@ class LeaseKeeper:
         self.seconds[self.progress] = round(self.seconds.get(self.progress, 0.0) + now - self._since, 3)
         self._since = now
 
-    def renew(self) -> None:
-        self.state = attempts.renew(self.ctx.db, self.claim, self.ctx.settings.lease_s,
-                                    progress=self.progress, log_tail=self.log.tail_text())
+    def renew(self, stage: tuple[str, float | None] | None = None, lines: list[str] | None = None) -> None:
+        """Extend the lease, publishing progress, the log's tail and its new lines (and `stage`, just entered)."""
+        lines = self.log.take_new() if lines is None else lines
+        self.state = attempts.renew(self.ctx.db, self.claim, self.ctx.settings.lease_s, progress=self.progress,
+                                    log_tail=self.log.tail_text(), stage=stage, log_lines=lines)
 
     def should_stop(self) -> bool:
         return self.state != Lease.OK

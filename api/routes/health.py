@@ -1,16 +1,16 @@
 """/healthz (the process answers) and /readyz (database and blob store reachable), open to all;
-/v1/workers and /metrics (read scope; /metrics may be public); draining and resuming a worker (admin)."""
+/v1/workers (read scope; /metrics is api/metrics.py); draining and resuming a worker (admin)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, FastAPI, Path
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, Path
+from fastapi.responses import JSONResponse
 
-from api.auth import admin_scope, read_scope, require_unless
+from api.auth import admin_scope, read_scope
 from api.deps import stores
 from api.errors import COMMON
 from registry.schemas import WorkerInfo
-from registry.services import fleet, health, stats, workerstate
+from registry.services import fleet, health, workerstate
 from registry.stores import FarmStores
 
 router = APIRouter(tags=["health"])
@@ -51,23 +51,3 @@ def resume(name: str = Path(pattern=WORKER_NAME), farm: FarmStores = Depends(sto
     """A drained worker takes builds again."""
     return workerstate.set_drain(farm.db, name, False, farm.settings.worker_live_s)
 
-
-def install_metrics(app: FastAPI, public: bool) -> None:
-    """/metrics: behind the `read` scope unless TRTFARM_METRICS_PUBLIC (a scraper without a key)."""
-    app.add_api_route("/metrics", metrics, include_in_schema=False, dependencies=require_unless(public, "read"))
-
-
-def metrics(farm: FarmStores = Depends(stores)) -> Response:
-    """Prometheus: builds by status and queue, live workers, engines (counted in SQL)."""
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-
-    found = stats.farm_stats(farm.db, farm.settings.worker_live_s)
-    registry = CollectorRegistry()
-    builds = Gauge("trtfarm_builds", "builds by status and queue", ["status", "queue"], registry=registry)
-    for (status, queue), n in found.builds.items():
-        builds.labels(status, queue).set(n)
-    engines = Gauge("trtfarm_engines", "engines by toolchain", ["toolchain"], registry=registry)
-    for toolchain, n in found.engines.items():
-        engines.labels(toolchain).set(n)
-    Gauge("trtfarm_workers_live", "live workers", registry=registry).set(found.live_workers)
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

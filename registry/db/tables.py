@@ -125,6 +125,23 @@ class Build(Base):
     enqueued_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # its last BuildEvent.last_seq
+
+
+class BuildEvent(Base):
+    """One event of a build's stream (registry/services/buildevents.py): a state, stage or end, or a chunk of
+    log lines numbered seq..last_seq (one stream id per line)."""
+
+    __tablename__ = "build_events"
+    __table_args__ = (Index("ix_build_events_build_seq", "build_id", "seq", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # the fleet stream's order
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    last_seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any]]
+    at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Engine(Base):

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from registry.db.session import Database
 from registry.db.tables import Build, Engine, utcnow
 from registry.digests import ModelFile
-from registry.services import calibration, outbox, shapes, signatures
+from registry.services import buildevents, calibration, outbox, shapes, signatures
 from registry.services.builds import get_build
 from registry.services.models import model_files
 from registry.spec import BuildSpec, parse_spec
@@ -93,6 +93,7 @@ class Outcome:
     engine: EngineRecord | None = None
     retry: bool = False
     warnings: tuple[dict[str, str], ...] = ()  # {"code", "message"}, added to the build's
+    log_lines: tuple[str, ...] = ()  # the log's lines not yet sent to the build's event stream
 
 
 def claim(db: Database, build_id: str, worker: str, lease_s: int) -> Claim | None:
@@ -110,6 +111,8 @@ def claim(db: Database, build_id: str, worker: str, lease_s: int) -> Claim | Non
             .values(status=BuildStatus.RUNNING, attempt=seen + 1, lease_until=now + timedelta(seconds=lease_s),
                     worker=worker, started_at=now, waiting_reason=None, progress="claimed")
         ).rowcount
+        if won:
+            buildevents.state(s, build_id)
         return Claim(build_id, seen + 1, worker) if won else None
 
 
@@ -130,8 +133,10 @@ def _mine(claim_: Claim) -> Any:
 
 
 def renew(db: Database, claim_: Claim, lease_s: int, *, progress: str | None = None,
-          log_tail: str | None = None) -> Lease:
-    """Extend the lease, publishing progress and the log tail."""
+          log_tail: str | None = None, stage: tuple[str, float | None] | None = None,
+          log_lines: list[str] | None = None) -> Lease:
+    """Extend the lease, publishing progress and the log tail; with `stage` ((name, seconds of the previous
+    stage): the stage just entered) and `log_lines` (new lines of the log), events of the build's stream."""
     values: dict[str, Any] = {"lease_until": utcnow() + timedelta(seconds=lease_s)}
     if progress is not None:
         values["progress"] = progress
@@ -140,6 +145,10 @@ def renew(db: Database, claim_: Claim, lease_s: int, *, progress: str | None = N
     with db.session() as s:
         if not s.execute(update(Build).where(_mine(claim_)).values(**values)).rowcount:
             return Lease.LOST
+        if log_lines:
+            buildevents.log_lines(s, claim_.build_id, log_lines)
+        if stage is not None:
+            buildevents.stage(s, claim_.build_id, *stage)
         cancel = s.scalar(select(Build.cancel_requested).where(Build.id == claim_.build_id))
         return Lease.CANCEL if cancel else Lease.OK
 
@@ -170,12 +179,14 @@ def finish(db: Database, claim_: Claim, outcome: Outcome) -> bool:
         if not s.execute(update(Build).where(_mine(claim_)).values(**values)).rowcount:
             s.rollback()
             return False
+        buildevents.log_lines(s, claim_.build_id, list(outcome.log_lines))
         if outcome.engine is not None:
             s.add(signatures.counted(s, _engine_row(row, outcome.engine)))
             if outcome.engine.calibration is not None:
                 calibration.record_cache(s, row.id, row.model_id, outcome.engine.calibration)
         if requeue:
             outbox.enqueue(s, claim_.build_id, row.queue)
+        buildevents.state(s, claim_.build_id)  # after the engine row: a succeeded build's state names it
     return True
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from registry.auth import OPEN, Principal
 from registry.blobs.base import BlobStore
 from registry.db.session import Database
-from registry.db.tables import Build, Engine, Model, utcnow
+from registry.db.tables import ApiKey, Build, Engine, Model, utcnow
 from registry.digests import canonical_json
 from registry.errors import (
     BuildNotFound,
@@ -32,7 +32,7 @@ from registry.errors import (
 from registry.keys import build_key, spec_canonical, spec_family
 from registry.queues import build_queue
 from registry.schemas import BuildInfo, BuildList, BuildRequest, ErrorInfo
-from registry.services import calibration, fleet, outbox, plugins, shapes
+from registry.services import buildevents, calibration, fleet, outbox, plugins, shapes
 from registry.services.ids import full_id
 from registry.services.models import get_model
 from registry.settings import Settings
@@ -75,6 +75,7 @@ def submit(db: Database, settings: Settings, request: BuildRequest, submitted_by
         row = s.scalars(select(Build).where(Build.key == key)).one()
         if created:
             outbox.enqueue(s, row.id, queue)
+            buildevents.state(s, row.id)
         else:
             _requeue_if_ended(s, row, workers)
         return build_info(s, row), created
@@ -133,6 +134,7 @@ def _requeue_if_ended(session: Session, row: Build, workers: list) -> None:  # n
     ).rowcount
     if requeued:
         outbox.enqueue(session, row.id, row.queue)
+        buildevents.state(session, row.id)
         session.refresh(row)
 
 
@@ -246,11 +248,16 @@ def get_build(session: Session, build_id: str) -> Build:
 
 
 def list_builds(db: Database, *, status: BuildStatus | None = None, model: str | None = None,
-                toolchain: str | None = None, limit: int = 50, offset: int = 0) -> BuildList:
+                toolchain: str | None = None, limit: int = 50, offset: int = 0, target: str | None = None,
+                submitter: str | None = None) -> BuildList:
+    """Newest first; `submitter` is an API key's name (the builds it submitted)."""
     query = select(Build)
-    for column, value in ((Build.status, status), (Build.model_id, model), (Build.toolchain, toolchain)):
+    for column, value in ((Build.status, status), (Build.model_id, model), (Build.toolchain, toolchain),
+                          (Build.target, target)):
         if value:
             query = query.where(column == value)
+    if submitter:
+        query = query.where(Build.submitted_by.in_(select(ApiKey.id).where(ApiKey.name == submitter)))
     with db.session() as s:
         total = s.scalar(select(func.count()).select_from(query.subquery()))
         rows = s.scalars(query.order_by(Build.created_at.desc()).limit(limit).offset(offset))
@@ -297,9 +304,10 @@ def cancel(db: Database, build_id: str, who: Principal = OPEN) -> BuildInfo:
             raise Forbidden(f"build {build_id} was submitted by another API key; cancelling it needs the admin scope")
         if row.status.terminal:
             raise BuildStateError(f"build {build_id} is already {row.status}; nothing to cancel")
-        s.execute(update(Build).where(Build.id == build_id, Build.status == BuildStatus.QUEUED)
-                  .values(status=BuildStatus.CANCELLED, finished_at=utcnow(), error_code="cancelled",
-                          error_message="cancelled before it started"))
+        if s.execute(update(Build).where(Build.id == row.id, Build.status == BuildStatus.QUEUED)
+                     .values(status=BuildStatus.CANCELLED, finished_at=utcnow(), error_code="cancelled",
+                             error_message="cancelled before it started")).rowcount:
+            buildevents.state(s, row.id)
         s.execute(update(Build).where(Build.id == build_id, Build.status == BuildStatus.RUNNING)
                   .values(cancel_requested=True))
     return read(db, build_id)

@@ -158,6 +158,24 @@ def test_matrix_covers_both_versions(fleet: dict, models: list[Path], results) -
     assert {r.outcome for r in second} == {"already there"}
 
 
+@pytest.mark.parametrize("extra,named", [({"optimization_level": 5}, "optimization_level"),
+                                         ({"hardware_compatibility": "ampere_plus"}, "ampere_plus")],
+                         ids=["optimization_level", "ampere_plus"])
+def test_an_option_the_old_version_lacks_is_refused_at_submit_by_name(fleet: dict, models: list[Path],  # noqa: ANN001
+                                                                     results, extra: dict, named: str) -> None:
+    """TensorRT 8.5 has no builder_optimization_level and no AMPERE_PLUS: the worker's probe says so, and a submit
+    for 8.5.3.1 asking for either is a 422 naming it, while 8.6.0 takes it (issue 9 item 8)."""
+    from registry.errors import FarmError
+
+    sdk, old = fleet["sdk"], fleet["old"]
+    with pytest.raises(FarmError) as refused:
+        sdk.submit(models[0], f"tensorrt=={old}", {**SPEC, **extra}, wait=False)
+    results.record(SECTION, f"refused_on_{old}_{named}", {"status": refused.value.status, "code": refused.value.code,
+                                                            "message": refused.value.message})
+    assert refused.value.status == 422 and refused.value.code == "unsupported_option", refused.value
+    assert named in refused.value.message and old in refused.value.message
+
+
 def test_drain_during_a_running_build(fleet: dict, models: list[Path], results) -> None:  # noqa: ANN001
     sdk, new = fleet["sdk"], fleet["new"]
     worker = next(w for w in sdk.workers() if w.live)

@@ -433,8 +433,8 @@ def test_fetch_builds_if_missing(tmp_path: Path) -> None:
     farm, fake = make_farm(tmp_path, routes)
     assert farm.fetch(MODEL, H100, build_if_missing=True).read_bytes() == PLAN
     assert json.loads(fake.requests[1].read())["target"] == "tensorrt==8.6.0@h100-80gb-hbm3"
-    assert fake.paths() == ["GET /v1/engines/resolve", "POST /v1/builds", "GET /v1/builds/b-1",
-                            "GET /v1/engines/resolve", "GET /v1/engines/eng-1/artifact"]
+    assert fake.paths() == ["GET /v1/engines/resolve", "POST /v1/builds", "GET /v1/builds/b-1/events",
+                            "GET /v1/builds/b-1", "GET /v1/engines/resolve", "GET /v1/engines/eng-1/artifact"]
 
 
 # -------------------------------------------------------------------------------------- redirects
