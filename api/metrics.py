@@ -124,7 +124,9 @@ def _outcome_families(found: FarmMetrics) -> Iterator[Metric]:
 
 class RequestMetrics:
     """ASGI middleware: each request's seconds (until its last byte is sent) and response bytes, labelled by
-    the route template that served it (`/v1/engines/{engine_id}/artifact`), its method and status class."""
+    the route template that served it (`/v1/engines/{engine_id}/artifact`), its method and status class. An
+    event stream (text/event-stream) lasts as long as its client listens: its seconds are those until the
+    response started, which is what a client waits for."""
 
     def __init__(self, app: Any, registry: CollectorRegistry | None) -> None:
         self.app = app
@@ -136,12 +138,15 @@ class RequestMetrics:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started, sent, status = time.perf_counter(), 0, 500
+        started, sent, status, streamed = time.perf_counter(), 0, 500, None
 
         async def counted(message: dict) -> None:
-            nonlocal sent, status
+            nonlocal sent, status, streamed
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = dict(message.get("headers") or [])
+                if headers.get(b"content-type", b"").startswith(b"text/event-stream"):
+                    streamed = time.perf_counter()
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)
@@ -151,7 +156,7 @@ class RequestMetrics:
         finally:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
             labels = (route, scope["method"], f"{status // 100}xx")
-            self.seconds.labels(*labels).observe(time.perf_counter() - started)
+            self.seconds.labels(*labels).observe((streamed or time.perf_counter()) - started)
             self.bytes.labels(*labels).inc(sent)
 
 

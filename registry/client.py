@@ -233,11 +233,11 @@ class Farm(FleetOps, CalibrationOps, PluginOps, EventOps):
 
     def builds(
         self, *, status: str | None = None, model: str | None = None, toolchain: str | None = None,
-        limit: int | None = None, offset: int | None = None,
+        limit: int | None = None, offset: int | None = None, target: str | None = None, submitter: str | None = None,
     ) -> BuildList:
-        """GET /v1/builds with the given filters (None = no filter)."""
-        params = {k: v for k, v in dict(status=status, model=model, toolchain=toolchain,
-                                        limit=limit, offset=offset).items() if v is not None}
+        """GET /v1/builds with the given filters (None = no filter; `submitter`: an API key's name)."""
+        params = {k: v for k, v in dict(status=status, model=model, toolchain=toolchain, target=target,
+                                        submitter=submitter, limit=limit, offset=offset).items() if v is not None}
         return BuildList.model_validate(self._get("/v1/builds", params=params))
 
     def log(self, build_id: str) -> str:

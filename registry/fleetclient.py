@@ -4,7 +4,7 @@ deletion, drain and resume. Standard library, httpx and the schemas only, like t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -87,8 +87,9 @@ class FleetOps:
                 continue
             seen.add(wanted)
             row = RolloutRow(f"{kind}=={new}@{e.device}", "planned", old=e)
-            if not dry_run:
-                submitted = self._matrix_submit(farm, e.model, row.target, e.spec)
+            if not dry_run:  # the same inputs as the old build: its calibration and plugin libraries too
+                submitted = self._matrix_submit(farm, e.model, row.target, e.spec, plugins=e.plugins,
+                                                calibration=farm.build(e.build_id).calibration)
                 row.outcome, row.build, row.reason = submitted.outcome, submitted.build, submitted.reason
             rows.append(row)
         self._follow(farm, rows, wait and not dry_run, progress, timeout, poll_interval)
@@ -99,16 +100,18 @@ class FleetOps:
 
     def matrix(self, model: Any, toolchain: str | None = None, spec: Any = None, *, wait: bool = True,
                progress: Callable[[list[MatrixRow]], None] | None = None, timeout: float | None = None,
-               poll_interval: float = 1.0) -> list[MatrixRow]:
+               poll_interval: float = 1.0, plugins: Sequence[Any] = (), calibration: Any = None) -> list[MatrixRow]:
         """Submit the model for every (version, device) the live fleet serves (deduplicated as any submit: a
-        target built before is 'already there'); with `wait`, follow them all, calling `progress(rows)`."""
+        target built before is 'already there'); with `wait`, follow them all, calling `progress(rows)`.
+        `plugins` and `calibration` go with every submit (as `submit` takes them)."""
         farm: Any = self
         targets = fleet_targets(farm.workers(), toolchain)
         if not targets:
             raise FarmError(f"no live worker serves {toolchain or 'any toolchain'}: nothing to build a matrix for "
                             "(trtfarm workers)")
         ref = farm._model_ref(model, upload=True)
-        rows = [self._matrix_submit(farm, ref, target, spec) for target in targets]
+        rows = [self._matrix_submit(farm, ref, target, spec, plugins=plugins, calibration=calibration)
+                for target in targets]
         self._follow(farm, rows, wait, progress, timeout, poll_interval)
         return rows
 
@@ -129,9 +132,10 @@ class FleetOps:
                 row.outcome, row.reason = _outcome(row.build)
 
     @staticmethod
-    def _matrix_submit(farm: Any, model: str, target: str, spec: Any) -> MatrixRow:
+    def _matrix_submit(farm: Any, model: str, target: str, spec: Any, plugins: Sequence[Any] = (),
+                       calibration: Any = None) -> MatrixRow:
         try:
-            build = farm.submit(model, target, spec, wait=False)
+            build = farm.submit(model, target, spec, wait=False, plugins=plugins, calibration=calibration)
         except FarmError as exc:  # e.g. an option this version lacks: refused at submit, with the reason
             return MatrixRow(target, "refused", reason=f"{exc.code}: {exc}")
         outcome, reason = _outcome(build)

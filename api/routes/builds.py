@@ -48,9 +48,12 @@ async def submit_build(request: BuildRequest, farm: FarmStores = Depends(stores)
 @router.get("", response_model=BuildList, dependencies=[Depends(read_scope)])
 def list_builds(status: BuildStatus | None = None, model: str | None = Query(None, pattern=DIGEST),
                 toolchain: str | None = Query(None, pattern=SLUG),
+                target: str | None = Query(None, max_length=255, description="a full target: kind==version@device"),
+                submitter: str | None = Query(None, max_length=100, description="the submitting API key's name"),
                 limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=MAX_OFFSET),
                 farm: FarmStores = Depends(stores)) -> BuildList:
-    return builds.list_builds(farm.db, status=status, model=model, toolchain=toolchain, limit=limit, offset=offset)
+    return builds.list_builds(farm.db, status=status, model=model, toolchain=toolchain, target=target,
+                              submitter=submitter, limit=limit, offset=offset)
 
 
 @router.get("/{build_id}", response_model=BuildInfo, dependencies=[Depends(read_scope)])

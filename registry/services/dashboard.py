@@ -12,21 +12,12 @@ from typing import Any
 from sqlalchemy import func, select
 
 from registry.db.session import Database
-from registry.db.tables import Build, Engine, Model, utcnow
+from registry.db.tables import Build, Engine, Model
 from registry.fleetclient import fleet_targets
 from registry.services import fleet, models
-from registry.status import BuildStatus
+from registry.services.metrics import QueueState, queue_states
 
 MEASUREMENT = ("bench",)  # spec fields that change the measurement, not the engine: not a matrix row of their own
-
-
-@dataclass(frozen=True)
-class QueueInfo:
-    name: str
-    queued: int  # depth: builds waiting in it
-    running: int
-    oldest_wait_s: float | None  # how long its oldest queued build has waited
-    served_by: list[str]  # live workers consuming it
 
 
 @dataclass(frozen=True)
@@ -64,25 +55,10 @@ class Matrix:
         return json.dumps({k: self.rows[row].get(k) for k in fields}, sort_keys=True, separators=(",", ":"))
 
 
-def queue_infos(db: Database, live_s: int) -> list[QueueInfo]:
-    """Every queue that has queued or running builds or a live worker consuming it, by name."""
-    active = (BuildStatus.QUEUED, BuildStatus.RUNNING)
-    with db.session() as s:
-        counts = s.execute(select(Build.queue, Build.status, func.count(), func.min(Build.created_at))
-                           .where(Build.status.in_(active)).group_by(Build.queue, Build.status)).all()
-        consumers: dict[str, list[str]] = {}
-        for w in fleet.live_workers(s, live_s):
-            for q in w.queues:
-                consumers.setdefault(q, []).append(w.name)
-    now = utcnow()
-    depth: dict[str, dict[str, Any]] = {q: {"queued": 0, "running": 0, "oldest": None} for q in consumers}
-    for queue, status, n, oldest in counts:
-        entry = depth.setdefault(queue, {"queued": 0, "running": 0, "oldest": None})
-        entry[str(status)] = n
-        if status == BuildStatus.QUEUED:
-            entry["oldest"] = (now - oldest).total_seconds()
-    return [QueueInfo(q, v["queued"], v["running"], v["oldest"], sorted(consumers.get(q, [])))
-            for q, v in sorted(depth.items())]
+def queue_infos(db: Database, live_s: int) -> list[tuple[str, QueueState]]:
+    """Every queue that has queued or running builds or a live worker serving it, by name (the same
+    computation as the metrics')."""
+    return sorted(db.read(lambda s: queue_states(s, live_s)).items())
 
 
 def model_rows(db: Database, limit: int = 200) -> list[ModelRow]:

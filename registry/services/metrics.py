@@ -41,10 +41,16 @@ class Histogram:
 
 @dataclass(frozen=True)
 class QueueState:
+    """One queue as the metrics and the dashboard's Fleet page show it."""
+
     depth: int = 0  # builds queued
     oldest_wait_s: float = 0.0  # how long the oldest queued build has waited (0: none waits)
     running: int = 0
-    workers: int = 0  # live workers serving the queue and taking builds (not drained)
+    served_by: tuple[str, ...] = ()  # the live workers serving the queue and taking builds (not drained)
+
+    @property
+    def workers(self) -> int:
+        return len(self.served_by)
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ def farm_metrics(db: Database, live_s: int) -> FarmMetrics:
     """One snapshot, a handful of aggregate queries (the API caches it for a few seconds)."""
     def read(s: Session) -> FarmMetrics:
         hits, merges = _timing_cache(s)
-        return FarmMetrics(builds=_builds(s), queues=_queues(s, live_s), workers=_workers(s, live_s),
+        return FarmMetrics(builds=_builds(s), queues=queue_states(s, live_s), workers=_workers(s, live_s),
                            phases=_phases(s), timing_cache=hits, timing_cache_merges=merges,
                            validations=_validations(s), engines=_engines(s))
     return db.read(read)
@@ -78,7 +84,9 @@ def _builds(s: Session) -> dict[tuple[str, str, str, str, str], int]:
     return {(str(status), *rest): n for status, *rest, n in s.execute(select(*cols, func.count()).group_by(*cols))}
 
 
-def _queues(s: Session, live_s: int) -> dict[str, dict]:
+def queue_states(s: Session, live_s: int) -> dict[str, QueueState]:
+    """Every queue with queued or running builds or a live worker serving it: depth, oldest wait, running
+    builds, the workers taking its builds."""
     waited = type_coerce(func.min(func.coalesce(Build.enqueued_at, Build.created_at)), UTCDateTime())
     now = utcnow()
     states: dict[str, dict[str, Any]] = {}
@@ -90,10 +98,14 @@ def _queues(s: Session, live_s: int) -> dict[str, dict]:
             state.update(depth=n, oldest_wait_s=_age(now, oldest))
         else:
             state["running"] = n
-    serving = Counter(q for w in fleet.live_workers(s, live_s) if not w.drain_requested for q in w.queues or ())
+    serving: dict[str, list[str]] = {}
+    for w in fleet.live_workers(s, live_s):
+        for queue in (w.queues or ()) if not w.drain_requested else ():
+            serving.setdefault(queue, []).append(w.name)
     for queue in serving:
         states.setdefault(queue, {})
-    return {queue: QueueState(**state, workers=serving[queue]) for queue, state in states.items()}
+    return {queue: QueueState(**state, served_by=tuple(sorted(serving.get(queue, ()))))
+            for queue, state in states.items()}
 
 
 def _age(now: datetime, then: datetime | None) -> float:

@@ -94,6 +94,10 @@ def test_builds_remember_their_key_and_only_it_or_an_admin_cancels(farm: Running
     with farm.db.session() as s:
         assert {s.get(Build, b).submitted_by for b in (built.id, mine.id, theirs.id)} == {ci_id}
         assert s.get(Model, model.id).uploaded_by == ci_id
+    # the build list filters by the submitting key's name and by the full target
+    assert {b.id for b in sdk_admin.builds(submitter="ci").items} == {built.id, mine.id, theirs.id}
+    assert sdk_admin.builds(submitter="boss").items == []
+    assert [b.id for b in sdk_admin.builds(target=built.target).items] == [built.id]
 
 
 def test_revoked_keys_stop_at_once_and_the_sdk_reads_trtfarm_token(farm: RunningFarm,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.integration.conftest import RunningFarm, batch_profile
+from tests.integration.conftest import RunningFarm, batch_profile, wait_for
 from tests.models import convnet, unbuildable_model
 
 
@@ -25,7 +25,10 @@ def test_api_and_worker_log_each_transition_of_a_build(farm: RunningFarm, ort_ru
     assert build.status == "succeeded"
     api = events_of(farm.api.log.read_text(), build.id)
     assert [e["event"] for e in api] == ["queued"] and api[0]["queue"] == build.queue
-    worker = events_of(farm.workers[0].log.read_text(), build.id)
+    # the build's end reaches the client (its event stream) as the worker's finish commits: the worker's own
+    # "finished" line follows a moment later
+    worker = wait_for(lambda: (found := events_of(farm.workers[0].log.read_text(), build.id))
+                      and found[-1]["event"] == "finished" and found, what="the worker's finished line")
     names = [e["event"] for e in worker]
     assert names[0] == "claimed" and names[-1] == "finished", names
     assert worker[0]["worker"] == build.worker and worker[0]["attempt"] == "1"
@@ -42,7 +45,8 @@ def test_a_failed_build_logs_its_error_code(farm: RunningFarm, ort_runtime: str,
     build = sdk.submit(model.id, ort_runtime, {}, wait=False)
     build = farm.wait_build(build.id)
     assert build["status"] == "failed", build
-    finished = [e for e in events_of(farm.workers[0].log.read_text(), build["id"]) if e["event"] == "finished"]
+    finished = wait_for(lambda: [e for e in events_of(farm.workers[0].log.read_text(), build["id"])
+                                 if e["event"] == "finished"], what="the worker's finished line")
     assert len(finished) == 1 and finished[0]["status"] == "failed"
     assert finished[0]["error"] == build["error"]["code"]
 

@@ -17,7 +17,7 @@ from registry.errors import ToolchainError
 from registry.settings import Settings
 from registry.targets import cpu_device
 from tests.integration.conftest import RunningFarm, batch_profile
-from tests.models import convnet
+from tests.models import calibration_set, convnet
 from workers.context import discover
 
 
@@ -104,8 +104,10 @@ def test_rollout_from_the_old_version_builds_what_it_serves_and_reports_changes(
     cpu = cpu_device()
     old, new = f"onnxruntime=={peer_version}", f"onnxruntime=={onnxruntime.__version__}"
     models = [sdk.upload(convnet(tmp_path / f"r{i}.onnx", channels=4, layers=1, seed=63 + i)) for i in range(3)]
-    for m in models:
-        assert sdk.submit(m.id, f"{old}@{cpu}", batch_profile(), wait=True).status == "succeeded"
+    calib = sdk.upload_calibration(calibration_set(tmp_path / "calib.npz", samples=8)).digest
+    for i, m in enumerate(models):  # the last one with a calibration data set (ONNX Runtime keeps it, unused)
+        build = sdk.submit(m.id, f"{old}@{cpu}", batch_profile(), wait=True, calibration=calib if i == 2 else None)
+        assert build.status == "succeeded"
     sdk.fetch(models[0].id, runtime=f"{old}@{cpu}")  # only the first is used lately
 
     plan = sdk.rollout(old, new, dry_run=True)
@@ -123,6 +125,8 @@ def test_rollout_from_the_old_version_builds_what_it_serves_and_reports_changes(
         assert row["old"]["version"] == peer_version and row["new"]["version"] == onnxruntime.__version__
         assert row["new"]["validation_passed"] is True and row["latency_ratio"] > 0
         assert row["new"]["max_rel_error"] is not None
+    again = {r.old.model: r for r in sdk.rollout(old, new, wait=False)}  # the same inputs as the old build's
+    assert again[models[2].id].build.calibration == calib and again[models[0].id].build.calibration is None
     assert sdk.resolve(models[1].id, runtime=f"{new}@{cpu}").engine.version == onnxruntime.__version__
     with pytest.raises(Exception, match="from one version of a toolchain to another"):
         sdk.rollout(old, old)

@@ -58,7 +58,21 @@ def css(driver, selector: str) -> list:
 
 
 def until(condition: Callable[[], object], timeout: float = 30, what: str = "the page") -> object:
-    return wait_for(condition, timeout=timeout, what=what)
+    """wait_for, where an element that went stale (the page reloaded under it: the live pages do; chromium then
+    says "stale element" or "does not belong to the document") is a "not yet"."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def settled() -> object:
+        try:
+            return condition()
+        except StaleElementReferenceException:
+            return None
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return None
+            raise
+
+    return wait_for(settled, timeout=timeout, what=what)
 
 
 def screenshot(driver, name: str) -> None:
@@ -106,6 +120,13 @@ def test_pages_live_log_cancel_and_matrix_in_open_mode(farm_factory, browser, or
     queues = [r.get_attribute("data-name") for r in css(browser, "#queues tr.queue")]
     assert len(queues) == 2 and all(q.startswith("build.onnxruntime-") for q in queues)
     screenshot(browser, "fleet")
+    # the page follows the fleet's event stream: draining the idle worker shows without a reload by hand
+    until(lambda: css(browser, "#workers")[0].get_attribute("data-live") == "true", what="the fleet stream")
+    idle = next(name for name, r in workers.items() if r.get_attribute("data-state") == "idle")
+    sdk.drain(idle)
+    until(lambda: any(r.get_attribute("data-name") == idle and r.get_attribute("data-state") in ("draining", "drained")
+                      for r in css(browser, "#workers tr.worker")), timeout=30, what="the drained worker's row")
+    sdk.resume(idle)
 
     browser.get(f"{ui}/builds")
     rows = {r.get_attribute("data-id"): r.get_attribute("data-status") for r in css(browser, "#builds tr.build")}
