@@ -31,7 +31,7 @@ export CUDA_CACHE_DISABLE="${CUDA_CACHE_DISABLE:-1}"
 export PYTHONUNBUFFERED=1
 if [ $# -eq 0 ]; then
   set -- tests/gpu/test_timing_cache.py tests/gpu/test_convnets.py tests/gpu/test_compat.py \
-         tests/gpu/test_options.py tests/gpu/test_precisions.py tests/gpu/test_int8.py tests/gpu/test_plugins.py tests/gpu/test_fleet.py tests/gpu/test_onnx_backend.py tests/gpu/test_two_gpus.py
+         tests/gpu/test_options.py tests/gpu/test_precisions.py tests/gpu/test_int8.py tests/gpu/test_plugins.py tests/gpu/test_fleet.py tests/gpu/test_onnx_backend.py tests/gpu/test_two_gpus.py tests/gpu/test_scaling.py
 fi
 nvidia-smi --query-gpu=index,name,compute_cap,driver_version,memory.total --format=csv,noheader || true
 exec python3 -m pytest -m gpu -v -p no:cacheprovider -o addopts="-ra --strict-markers" "$@"
