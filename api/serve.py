@@ -21,7 +21,7 @@ def run_api(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from api.app import create_app
-    from api.routes.models import UPLOAD_DIR_PREFIX
+    from api.uploads import UPLOAD_DIR_PREFIX
 
     events.configure()
     sweep(Path(tempfile.gettempdir()), f"{UPLOAD_DIR_PREFIX}*", 6 * 3600)  # uploads an API died in the middle of

@@ -16,8 +16,10 @@ import base64
 import binascii
 import errno
 import hashlib
-from collections.abc import Callable
-from contextlib import suppress
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -27,8 +29,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from registry.atomic import writer_tag
 from registry.blobs.base import StreamedPut
-from registry.errors import InvalidModel, InvalidRequest, StoreFull, TooLarge
+from registry.errors import FarmError, InvalidModel, InvalidRequest, StoreFull, TooLarge
 
 FLUSH = 1 << 20
 MAIN, EXTERNAL = "file", "files"  # the form's field names: the .onnx, and its external data files
@@ -246,6 +249,35 @@ def safe_name(name: str) -> str:
         raise InvalidModel(f"file name {name[:80]!r}… is too long: at most {MAX_NAME} bytes per folder or file name "
                            f"and {MAX_PATH} in all")
     return path.as_posix()
+
+
+UPLOAD_DIR_PREFIX = "trtfarm-upload-"  # swept at API start when an API died mid-upload (api/serve.py)
+
+
+@asynccontextmanager
+async def upload_folder() -> AsyncIterator[Path]:
+    """A private folder for one upload (its name tells this API process's: swept if the process dies), removed
+    after, whatever happened."""
+    folder = Path(tempfile.mkdtemp(prefix=UPLOAD_DIR_PREFIX + writer_tag()))
+    try:
+        yield folder
+    finally:
+        await run_in_threadpool(shutil.rmtree, folder, True)
+
+
+@asynccontextmanager
+async def raw_file(request: Request, what: str, itself: str, example: str,
+                   refuse: Callable[[str], FarmError]) -> AsyncIterator[tuple[Path, str, int]]:
+    """One file sent as the raw request body (not a multipart form), received into an upload folder: (its path,
+    "sha256:<hex>", size) while the block runs. A multipart form is refused with `refuse(message)`, which names
+    `itself` ("the library") and a curl example for `example` (a file name)."""
+    if request.headers.get("content-type", "").startswith("multipart/"):
+        raise refuse(f"send {itself} itself as the request body (Content-Type: application/octet-stream, "
+                     f"e.g. curl --data-binary @{example}), not as a multipart form")
+    async with upload_folder() as folder:
+        path = folder / "upload"
+        digest, size = await receive_body(request, path, what)
+        yield path, digest, size
 
 
 async def receive_body(request: Request, dest: Path, what: str) -> tuple[str, int]:

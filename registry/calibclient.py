@@ -5,13 +5,13 @@ names it by digest. Standard library, httpx and the schemas only, like the rest 
 from __future__ import annotations
 
 import os
-from base64 import b64encode
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from registry.digests import digest_of_file, is_digest
-from registry.errors import DigestMismatch, FarmError, InvalidInput
+from registry import rawupload
+from registry.digests import is_digest
+from registry.errors import InvalidInput
 from registry.schemas import CalibrationInfo
 
 CalibrationLike = str | os.PathLike[str] | None  # a digest, or a file to upload
@@ -26,34 +26,14 @@ class CalibrationOps:
 
     def has_calibration(self, digest: str) -> bool:
         """HEAD /v1/calibration/{digest}."""
-        try:
-            self._request("HEAD", f"/v1/calibration/{digest}")
-        except FarmError as exc:  # a HEAD answer has no body: its 404 comes back as a bare status
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        return rawupload.exists(self._request, f"/v1/calibration/{digest}")
 
     def upload_calibration(self, path: str | os.PathLike[str], kind: str | None = None) -> CalibrationInfo:
         """Upload an INT8 calibration data set (.npz: one array per model input, axis 0 counting samples) or a
         TensorRT calibration cache, unless the farm has it already. `kind` (data or cache) makes the farm refuse
         a file of the other kind. Returns its info; `.digest` is what a build request's `calibration` names."""
-        local = Path(path)
-        if not local.is_file():
-            raise InvalidInput(f"calibration file {str(path)!r} does not exist")
-        digest, _ = digest_of_file(local)
-        if self.has_calibration(digest):
-            return self.calibration(digest)
-        params = {"name": local.name[:255], **({"kind": kind} if kind else {})}
-        headers = {"Content-Type": "application/octet-stream",
-                   "Content-Digest": f"sha-256=:{b64encode(bytes.fromhex(digest[7:])).decode()}:"}
-        with open(local, "rb") as f:
-            info = CalibrationInfo.model_validate(
-                self._request("POST", "/v1/calibration", content=f, params=params, headers=headers).json())
-        if info.digest != digest:
-            raise DigestMismatch(f"the farm recorded the calibration upload as {info.digest} but this SDK computed "
-                                 f"{digest}", details={"local": digest, "remote": info.digest})
-        return info
+        return CalibrationInfo.model_validate(rawupload.upload(
+            self._request, "/v1/calibration", path, "calibration file", {"kind": kind} if kind else None))
 
     def _calibration_ref(self, calibration: CalibrationLike) -> str | None:
         """A calibration digest from a digest or a file (uploaded first when the farm lacks it)."""

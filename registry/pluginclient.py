@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from base64 import b64encode
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from registry.digests import digest_of_file, is_digest
-from registry.errors import DigestMismatch, FarmError, InvalidInput
+from registry import rawupload
+from registry.digests import is_digest
+from registry.errors import InvalidInput
 from registry.schemas import EngineInfo, PluginInfo, PluginList
 
 PluginLike = str | os.PathLike[str]  # a digest, or a library file (uploaded when the farm lacks it)
@@ -40,33 +40,13 @@ class PluginOps:
 
     def has_plugin(self, digest: str) -> bool:
         """HEAD /v1/plugins/{digest}."""
-        try:
-            self._request("HEAD", f"/v1/plugins/{digest}")
-        except FarmError as exc:  # a HEAD answer has no body: its 404 comes back as a bare status
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        return rawupload.exists(self._request, f"/v1/plugins/{digest}")
 
     def upload_plugin(self, path: str | os.PathLike[str]) -> PluginInfo:
         """Upload a TensorRT plugin library (an ELF shared object) unless the farm has it; needs an admin key.
         Returns its info; `.digest` is what a build request's `plugins` names, usable once the farm's
         TRTFARM_ALLOWED_PLUGINS allows it (`.allowed`)."""
-        local = Path(path)
-        if not local.is_file():
-            raise InvalidInput(f"plugin library {str(path)!r} does not exist")
-        digest, _ = digest_of_file(local)
-        if self.has_plugin(digest):
-            return self.plugin(digest)
-        headers = {"Content-Type": "application/octet-stream",
-                   "Content-Digest": f"sha-256=:{b64encode(bytes.fromhex(digest[7:])).decode()}:"}
-        with open(local, "rb") as f:
-            info = PluginInfo.model_validate(self._request(
-                "POST", "/v1/plugins", content=f, params={"name": local.name[:255]}, headers=headers).json())
-        if info.digest != digest:
-            raise DigestMismatch(f"the farm recorded the plugin upload as {info.digest} but this SDK computed {digest}",
-                                 details={"local": digest, "remote": info.digest})
-        return info
+        return PluginInfo.model_validate(rawupload.upload(self._request, "/v1/plugins", path, "plugin library"))
 
     def _plugin_refs(self, plugins: Sequence[PluginLike]) -> list[str]:
         """Digests from digests or library files (a file the farm lacks is uploaded: that needs an admin key)."""
@@ -74,9 +54,8 @@ class PluginOps:
         for plugin in plugins:
             if isinstance(plugin, str) and is_digest(plugin):
                 found.append(plugin)
-            elif Path(plugin).is_file():
-                digest, _ = digest_of_file(Path(plugin))
-                found.append(digest if self.has_plugin(digest) else self.upload_plugin(plugin).digest)
+            elif Path(plugin).is_file():  # uploaded unless the farm has it (HEAD first)
+                found.append(self.upload_plugin(plugin).digest)
             else:
                 raise InvalidInput(f"plugin {str(plugin)!r} is neither a digest (sha256:<64 hex>) nor an existing "
                                    "file (a TensorRT plugin library, .so)")

@@ -3,9 +3,6 @@ body), HEAD and GET by digest. Formats: registry/calibdata.py and docs/design.md
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -17,8 +14,6 @@ from api import uploads
 from api.auth import read_scope, submit_scope
 from api.deps import stores
 from api.errors import COMMON, documented
-from api.routes.models import UPLOAD_DIR_PREFIX
-from registry.atomic import writer_tag
 from registry.auth import Principal
 from registry.errors import InvalidCalibration
 from registry.schemas import DIGEST, CalibrationInfo
@@ -50,18 +45,11 @@ async def upload_calibration(
     name: str | None = Query(None, min_length=1, max_length=255, description="its file name, for people"),
     farm: FarmStores = Depends(stores), who: Principal = Depends(submit_scope),
 ) -> JSONResponse:
-    if request.headers.get("content-type", "").startswith("multipart/"):
-        raise InvalidCalibration("send the file itself as the request body (Content-Type: application/octet-stream, "
-                                 "e.g. curl --data-binary @calib.npz), not as a multipart form")
-    folder = Path(tempfile.mkdtemp(prefix=UPLOAD_DIR_PREFIX + writer_tag()))
-    try:
-        path = folder / "calibration"
-        digest, size = await uploads.receive_body(request, path, "the calibration upload")
+    async with uploads.raw_file(request, "the calibration upload", "the file", "calib.npz",
+                                InvalidCalibration) as (path, digest, size):
         info, created = await run_in_threadpool(
             lambda: calibration.register(farm.db, farm.blobs, path, digest, size, kind=kind, name=name,
                                          uploaded_by=who.key_id, max_bytes=farm.settings.max_calibration_mib << 20))
-    finally:
-        await run_in_threadpool(shutil.rmtree, folder, True)
     return JSONResponse(info.model_dump(mode="json"), status_code=201 if created else 200)
 
 

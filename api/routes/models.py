@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
@@ -16,7 +12,6 @@ from api.auth import read_scope, submit_scope
 from api.cached import cached, cached_json
 from api.deps import stores
 from api.errors import COMMON, documented
-from registry.atomic import writer_tag
 from registry.auth import Principal
 from registry.errors import InvalidModel
 from registry.schemas import MODEL_OR_PREFIX, ModelInfo
@@ -24,7 +19,6 @@ from registry.services import models
 from registry.stores import FarmStores
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses={**COMMON, **documented(413, 502, 507)})
-UPLOAD_DIR_PREFIX = "trtfarm-upload-"  # swept at API start when an API died mid-upload (api/serve.py)
 ModelId = PathParam(pattern=MODEL_OR_PREFIX, description="a model id (sha256:<64 hex>), or a unique prefix of 8+ hex")
 
 
@@ -32,8 +26,7 @@ ModelId = PathParam(pattern=MODEL_OR_PREFIX, description="a model id (sha256:<64
              responses={200: {"model": ModelInfo, "description": "already registered"}})
 async def upload_model(request: Request, farm: FarmStores = Depends(stores),
                        who: Principal = Depends(submit_scope)) -> JSONResponse:
-    folder = Path(tempfile.mkdtemp(prefix=UPLOAD_DIR_PREFIX + writer_tag()))
-    try:
+    async with uploads.upload_folder() as folder:
         # written and hashed in one pass; a file whose part states its digest may go on to the store meanwhile
         received = await uploads.receive(request, folder, stream=farm.blobs.begin_stream)
         if received.main is None:
@@ -44,8 +37,6 @@ async def upload_model(request: Request, farm: FarmStores = Depends(stores),
         info, created = await run_in_threadpool(models.register_model, farm.db, farm.blobs, folder, received.main,
                                                 who.key_id, farm.settings.intake_limits(), received.files,
                                                 received.streams)
-    finally:
-        await run_in_threadpool(shutil.rmtree, folder, True)
     return JSONResponse(info.model_dump(mode="json"), status_code=201 if created else 200)
 
 

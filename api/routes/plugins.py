@@ -4,10 +4,6 @@ TRTFARM_ALLOWED_PLUGINS (docs/design.md "Security model"); `allowed` says whethe
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
@@ -17,8 +13,6 @@ from api import uploads
 from api.auth import admin_scope, read_scope
 from api.deps import stores
 from api.errors import COMMON, documented
-from api.routes.models import UPLOAD_DIR_PREFIX
-from registry.atomic import writer_tag
 from registry.auth import Principal
 from registry.errors import InvalidPlugin
 from registry.schemas import DIGEST, PluginInfo, PluginList
@@ -45,20 +39,13 @@ async def upload_plugin(
     name: str | None = Query(None, min_length=1, max_length=255, description="its file name, for people"),
     farm: FarmStores = Depends(stores), who: Principal = Depends(admin_scope),
 ) -> JSONResponse:
-    if request.headers.get("content-type", "").startswith("multipart/"):
-        raise InvalidPlugin("send the library itself as the request body (Content-Type: application/octet-stream, "
-                            "e.g. curl --data-binary @libmyplugin.so), not as a multipart form")
-    folder = Path(tempfile.mkdtemp(prefix=UPLOAD_DIR_PREFIX + writer_tag()))
     settings = farm.settings
-    try:
-        path = folder / "plugin"
-        digest, size = await uploads.receive_body(request, path, "the plugin upload")
+    async with uploads.raw_file(request, "the plugin upload", "the library", "libmyplugin.so",
+                                InvalidPlugin) as (path, digest, size):
         info, created = await run_in_threadpool(
             lambda: plugins.register(farm.db, farm.blobs, path, digest, size, name=name, uploaded_by=who.key_id,
                                      max_bytes=settings.max_plugin_mib << 20,
                                      allowed=settings.allowed_plugin_digests()))
-    finally:
-        await run_in_threadpool(shutil.rmtree, folder, True)
     return JSONResponse(info.model_dump(mode="json"), status_code=201 if created else 200)
 
 

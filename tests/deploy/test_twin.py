@@ -15,6 +15,7 @@ import httpx
 import psycopg
 
 from tests.deploy.infra import INFRA, REPO, compose_config, read_env_file, service_env
+from tests.integration.conftest import pid_alive
 from tests.models import convnet
 from tests.net import free_port
 
@@ -23,14 +24,6 @@ TOPOLOGY = {"TRTFARM_DATABASE_URL", "TRTFARM_BROKER_URL", "TRTFARM_S3_ENDPOINT_U
             "AWS_SECRET_ACCESS_KEY", "TRTFARM_TOOLCHAINS", "TRTFARM_HOME"}
 TWIN_TO_COMPOSE = {"migrate": "migrate", "api-1": "api", "api-2": "api", "dispatcher": "dispatcher",
                    "worker-cpu": "worker-cpu"}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_twin_end_to_end(tmp_path: Path) -> None:
@@ -106,7 +99,7 @@ def test_twin_end_to_end(tmp_path: Path) -> None:
     assert code == 0 and "twin: stopped" in log, log
     # stopped cleanly: no process of it left, its database dropped
     assert ready is not None
-    left = [name for name, pid in ready["processes"].items() if _alive(pid)]
+    left = [name for name, pid in ready["processes"].items() if pid_alive(pid)]
     assert not left, f"still running after the twin stopped: {left}"
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=5) as conn:
         assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (ready["database"],)).fetchone() is None

@@ -9,7 +9,6 @@ buffers it is handed, then write_calibration_cache() with a cache whose header n
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -103,19 +102,6 @@ def calibrating_trt(flavor="8.6", **kwargs):
 
 
 FAKE_CUDA: list[FakeCuda] = []
-
-
-@pytest.fixture
-def install(monkeypatch):
-    """Install a fake as `tensorrt` (as test_tensorrt_options' fixture does)."""
-
-    def _install(trt):
-        monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        monkeypatch.setattr(cuda, "cuda_device_info",
-                            lambda: {"name": "NVIDIA H100 80GB HBM3", "sku": "h100-80gb-hbm3", "cc": "sm_90"})
-        return trt
-
-    return _install
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from registry.spec import ShapeRange, parse_spec
 from registry.targets import sku_slug
 from workers.toolchains import common
 from workers.toolchains.tensorrt_runner import __main__ as cli
-from workers.toolchains.tensorrt_runner import cuda, network, options, probe, runtime, session
+from workers.toolchains.tensorrt_runner import network, options, probe, runtime, session
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -536,19 +536,6 @@ def error_of(fn, *args):
     with pytest.raises(common.RunnerError) as caught:
         fn(*args)
     return caught.value
-
-
-@pytest.fixture
-def install(monkeypatch):
-    """Install a fake as `tensorrt` for code that imports it (the build/merge/probe commands)."""
-
-    def _install(trt):
-        monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        monkeypatch.setattr(cuda, "cuda_device_info",
-                            lambda: {"name": "NVIDIA H100 80GB HBM3", "sku": "h100-80gb-hbm3", "cc": "sm_90"})
-        return trt
-
-    return _install
 
 
 def write_model(tmp_path: Path, inputs, outputs=({"name": "y", "shape": [1, 10]},), **extra) -> Path:

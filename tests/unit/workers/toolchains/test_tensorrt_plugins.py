@@ -17,7 +17,6 @@ from tests.unit.workers.toolchains.test_tensorrt_options import (
     STATIC_X,
     FakeEngine,
     canonical,
-    install,  # noqa: F401 - the fixture
     make_fake_trt,
     run_build,
     write_model,
@@ -47,7 +46,7 @@ def cdll(monkeypatch):
     return loaded
 
 
-def test_a_build_loads_its_plugin_libraries_after_tensorrts_own_and_before_parsing(tmp_path, install, cdll, capsys):  # noqa: F811
+def test_a_build_loads_its_plugin_libraries_after_tensorrts_own_and_before_parsing(tmp_path, install, cdll, capsys):
     trt = install(make_fake_trt("8.6"))
     libs = [str(tmp_path / "libmy_nms.so"), str(tmp_path / "libother.so")]
     code, result = run_build(tmp_path, write_model(tmp_path, [STATIC_X]), canonical(),
@@ -60,7 +59,7 @@ def test_a_build_loads_its_plugin_libraries_after_tensorrts_own_and_before_parsi
     assert f"loaded plugin library {libs[1]}: OTHER_TRT (version 2) registered" in log
 
 
-def test_a_library_that_does_not_load_fails_the_build_naming_it(tmp_path, install, cdll):  # noqa: F811
+def test_a_library_that_does_not_load_fails_the_build_naming_it(tmp_path, install, cdll):
     install(make_fake_trt("8.6"))
     code, result = run_build(tmp_path, write_model(tmp_path, [STATIC_X]), canonical(),
                              "--plugin", str(tmp_path / "libbroken.so"))
@@ -69,7 +68,7 @@ def test_a_library_that_does_not_load_fails_the_build_naming_it(tmp_path, instal
     assert "invalid ELF header" in result["error"]["message"]
 
 
-def test_a_library_registering_nothing_new_is_said_so(tmp_path, install, cdll, monkeypatch, capsys):  # noqa: F811
+def test_a_library_registering_nothing_new_is_said_so(tmp_path, install, cdll, monkeypatch, capsys):
     trt = install(make_fake_trt("8.6"))
     monkeypatch.setattr(runtime.ctypes, "CDLL", lambda path, mode=0: object())
     assert runtime.load_plugins(trt, runtime.make_logger(trt), ["/x/libnvinfer_plugin.so.8"])
@@ -78,8 +77,8 @@ def test_a_library_registering_nothing_new_is_said_so(tmp_path, install, cdll, m
     assert runtime.plugin_creators(trt) == ["EfficientNMS_TRT (version 1)", "BatchedNMS_TRT (version 1)"]
 
 
-@pytest.mark.parametrize("command", ["run", "bench"])
-def test_run_and_bench_load_the_libraries_before_deserializing(tmp_path, install, cdll, monkeypatch, command):  # noqa: F811
+def built_engine(tmp_path, install, monkeypatch):  # noqa: ANN001, ANN201
+    """A plan built by the fake TensorRT 8.6 at tmp_path/plan, run through a fake CUDA driver: (trt, cuda)."""
     trt = install(make_fake_trt("8.6"))
     model = write_model(tmp_path, [{"name": "x", "shape": [1, 3, 4, 5]}], [{"name": "y", "shape": [1, 3, 4, 5]}])
     assert run_build(tmp_path, model, canonical())[0] == 0
@@ -89,6 +88,12 @@ def test_run_and_bench_load_the_libraries_before_deserializing(tmp_path, install
     monkeypatch.setattr(session, "CudaDriver", lambda: fake_cuda)
     monkeypatch.setattr(FakeEngine, "create_execution_context", lambda engine: FakeContext(engine, fake_cuda),
                         raising=False)
+    return trt, fake_cuda
+
+
+@pytest.mark.parametrize("command", ["run", "bench"])
+def test_run_and_bench_load_the_libraries_before_deserializing(tmp_path, install, cdll, monkeypatch, command):
+    trt, fake_cuda = built_engine(tmp_path, install, monkeypatch)
     if command == "bench":  # no CUDA events in the fake: time nothing but the order of the calls
         monkeypatch.setattr(session, "time_iterations", lambda s, warmup, iterations, max_seconds=None:
                             ([1.0], [1.0], "iterations"))
@@ -105,17 +110,9 @@ def test_run_and_bench_load_the_libraries_before_deserializing(tmp_path, install
         assert json.loads((tmp_path / "r.json").read_text())["outputs"] == {"y": [1, 3, 4, 5]}
 
 
-def test_run_without_plugins_still_registers_tensorrts_own(tmp_path, install, monkeypatch):  # noqa: F811
+def test_run_without_plugins_still_registers_tensorrts_own(tmp_path, install, monkeypatch):
     """An engine with a built-in plugin layer (EfficientNMS_TRT) deserializes only after init_libnvinfer_plugins."""
-    trt = install(make_fake_trt("8.6"))
-    model = write_model(tmp_path, [{"name": "x", "shape": [1, 3, 4, 5]}], [{"name": "y", "shape": [1, 3, 4, 5]}])
-    assert run_build(tmp_path, model, canonical())[0] == 0
-    trt.events.clear()
-    fake_cuda = FakeCuda()
-    fake_cuda.make_current = lambda index: None
-    monkeypatch.setattr(session, "CudaDriver", lambda: fake_cuda)
-    monkeypatch.setattr(FakeEngine, "create_execution_context", lambda engine: FakeContext(engine, fake_cuda),
-                        raising=False)
+    trt, fake_cuda = built_engine(tmp_path, install, monkeypatch)
     np.savez(tmp_path / "in.npz", x=np.ones((1, 3, 4, 5), np.float32))
     assert cli.main(["run", "--engine", str(tmp_path / "plan"), "--inputs", str(tmp_path / "in.npz"), "--outputs",
                      str(tmp_path / "out.npz"), "--result", str(tmp_path / "r.json")]) == 0

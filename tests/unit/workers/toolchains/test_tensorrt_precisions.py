@@ -6,7 +6,6 @@ runner's."""
 from __future__ import annotations
 
 import json
-import sys
 import types
 
 import numpy as np
@@ -24,19 +23,7 @@ from tests.unit.workers.toolchains.test_tensorrt_options import (
     write_model,
 )
 from workers.toolchains import layouts
-from workers.toolchains.tensorrt_runner import cuda, options, runtime, session
-
-
-@pytest.fixture
-def install(monkeypatch):
-    """The fake as `tensorrt` for the commands that import it (as test_tensorrt_options' fixture)."""
-
-    def _install(trt):
-        monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        monkeypatch.setattr(cuda, "cuda_device_info", lambda: {"name": "NVIDIA H100 80GB HBM3"})
-        return trt
-
-    return _install
+from workers.toolchains.tensorrt_runner import options, runtime, session
 
 LAYERS = [
     {"name": "conv0"}, {"name": "relu0"},
