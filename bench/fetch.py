@@ -1,9 +1,10 @@
 """Fetch on an inference host: the SDK's cache hits and a cold download, against a real API process
 (`trtfarm api`, SQLite, a blob folder) holding a model of MODEL_MB and an engine of ENGINE_MB.
 
-1. cold fetch by model id (resolve + streamed download + sha256 + rename) vs `shutil.copyfile` of the
-   same blob file (the floor of a folder store on this disk), in interleaved pairs; then cold fetches of
-   the same blob with its verified-stamp removed (the API hashes it as it streams);
+1. cold fetch by model id (resolve + the blob copied from the farm's disk, the SDK on the API's host, or
+   streamed by the API over HTTP + sha256 + rename) vs `shutil.copyfile` of the same blob file into a new
+   file (the floor of a folder store on this disk), in interleaved pairs; then cold fetches of the same
+   blob with its verified-stamp removed (over HTTP the API hashes it as it streams);
 2. a cache hit by model id, in process (µs per call);
 3. a cache hit by model file path: the first call hashes (and parses) the model, a repeat finds its
    digest by path, size, mtime and inode;
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SETTLE_S = 3.0
 sys.path.insert(0, str(REPO))
 
 from bench.serving import serve  # noqa: E402
@@ -112,9 +114,12 @@ def s3_cold_fetch(engine_mb: int) -> dict:
             "s3_cold_over_boto3": round(statistics.median(colds) / statistics.median(raw), 2)}
 
 
-def folder_cold_fetch(url: str, home: Path, digest: str, model_id: str, spec: dict, runs: int) -> dict:
-    """Cold fetches (a new cache each) against `shutil.copyfile` of the blob file, in interleaved pairs so
-    that both see the same load; then with the blob's verified-stamp removed before each fetch."""
+def folder_cold_fetch(url: str, home: Path, digest: str, model_id: str, spec: dict, runs: int,
+                      local_reads: bool) -> dict:
+    """Cold fetches (a new cache each) against `shutil.copyfile` of the blob file into a new file, in interleaved
+    pairs so that both see the same load, both files removed after each pair (the one never writes back the
+    other's dirty pages); then with the blob's verified-stamp removed before each fetch. `local_reads`: the SDK
+    copies the blob from the farm's disk (a client on the API's host), else the API streams it over HTTP."""
     from registry.client import Farm
 
     store = home / "farm" / "blobs"
@@ -122,18 +127,24 @@ def folder_cold_fetch(url: str, home: Path, digest: str, model_id: str, spec: di
     stamp = store / "verified" / "sha256" / digest[7:9] / digest[7:]
     copies, colds, unstamped = [], [], []
     for i in range(runs):
-        copies += timed(lambda: shutil.copyfile(blob, home / "copy"), 1)
-        with Farm(url, cache_dir=home / f"cold{i}") as sdk:
+        copies += timed(lambda i=i: shutil.copyfile(blob, home / f"copy{i}"), 1)
+        with Farm(url, cache_dir=home / f"cold{i}", local_reads=local_reads) as sdk:
             colds += timed(lambda sdk=sdk: sdk.fetch(model_id, TARGET, spec), 1)
+        (home / f"copy{i}").unlink()
+        shutil.rmtree(home / f"cold{i}")
     for i in range(max(1, runs // 2)):
         stamp.unlink(missing_ok=True)
-        with Farm(url, cache_dir=home / f"unstamped{i}") as sdk:
+        with Farm(url, cache_dir=home / f"unstamped{i}", local_reads=local_reads) as sdk:
             unstamped += timed(lambda sdk=sdk: sdk.fetch(model_id, TARGET, spec), 1)
+        shutil.rmtree(home / f"unstamped{i}")
     copy, cold = statistics.median(copies), statistics.median(colds)
-    return {"cold_fetch_s": round(cold, 3), "copyfile_s": round(copy, 3), "cold_over_copyfile": round(cold / copy, 2),
-            "cold_fetch_runs_s": [round(t, 3) for t in colds], "copyfile_runs_s": [round(t, 3) for t in copies],
-            "cold_fetch_unstamped_s": round(statistics.median(unstamped), 3),
-            "unstamped_over_copyfile": round(statistics.median(unstamped) / copy, 2)}
+    how = "" if local_reads else "http_"
+    return {f"{how}cold_fetch_s": round(cold, 3), f"{how}copyfile_s": round(copy, 3),
+            f"{how}cold_over_copyfile": round(cold / copy, 2),
+            f"{how}cold_fetch_runs_s": [round(t, 3) for t in colds],
+            f"{how}copyfile_runs_s": [round(t, 3) for t in copies],
+            f"{how}cold_fetch_unstamped_s": round(statistics.median(unstamped), 3),
+            f"{how}unstamped_over_copyfile": round(statistics.median(unstamped) / copy, 2)}
 
 
 def main() -> None:
@@ -154,7 +165,9 @@ def main() -> None:
                "TRTFARM_HOME": str(home / "farm")}
         api, url = serve(["-m", "registry.cli", "api", "--no-dispatcher"], env)
         try:
-            cold = folder_cold_fetch(url, home, digest, model_id, spec, args.cold_runs)
+            time.sleep(SETTLE_S)  # the API's start-up work (its intake fork server imports onnx) ends first
+            cold = folder_cold_fetch(url, home, digest, model_id, spec, args.cold_runs, local_reads=True)
+            cold |= folder_cold_fetch(url, home, digest, model_id, spec, args.cold_runs, local_reads=False)
             sdk = Farm(url, cache_dir=home / "cache")
             sdk.fetch(model_id, TARGET, spec)
             by_id = timed(lambda: sdk.fetch(model_id, TARGET, spec), args.hits)

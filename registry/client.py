@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -45,6 +45,7 @@ from registry.eventclient import BuildEvent, EventOps, Progress
 from registry.fleetclient import FleetOps
 from registry.keys import spec_family
 from registry.localfiles import PathDigests, cached_ok, copy_out, default_cache_dir, mark_verified, stamp_path
+from registry.localread import LocalReads
 from registry.planheader import check_loadable
 from registry.pluginclient import PluginLike, PluginOps, warn_plugins
 from registry.runtime import as_runtime
@@ -70,7 +71,7 @@ SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")  # an engine file's suffix that
 SpecLike = BuildSpec | Mapping[str, Any] | None
 
 
-class Farm(FleetOps, CalibrationOps, PluginOps, EventOps):
+class Farm(FleetOps, CalibrationOps, PluginOps, EventOps, LocalReads):
     """A client of one farm. Thread-compatible (one per thread), usable as a context manager."""
 
     def __init__(
@@ -81,6 +82,7 @@ class Farm(FleetOps, CalibrationOps, PluginOps, EventOps):
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
         revalidate_after_s: float | None = None,
+        local_reads: bool | None = None,
     ) -> None:
         url = url or os.environ.get("TRTFARM_URL")
         if not url:
@@ -102,6 +104,7 @@ class Farm(FleetOps, CalibrationOps, PluginOps, EventOps):
         self._bare: httpx.Client | None = None  # for other origins (presigned URLs): never carries the token
         self._detected: Runtime | None = None  # 'auto', detected once per Farm
         self._swept = False
+        self._local_reads = local_reads  # copy engines from the farm's disk (registry.localread); None: if on loopback
 
     # -------------------------------------------------------------------------------- plumbing
 
@@ -361,12 +364,13 @@ class Farm(FleetOps, CalibrationOps, PluginOps, EventOps):
         if not self._swept:  # temp files of an SDK killed mid-download (idle for PART_IDLE_S)
             self._swept = True
             sweep(self.cache_dir, f"{PART_PREFIX}*", PART_IDLE_S, recursive=True)
-        with atomic_file(path, "wb", file_mode=0o444) as out, self._artifact(engine.id) as response:
-            try:
-                digest, size = receive(response, out, limit=engine.size)
-            except httpx.TransportError as exc:  # the farm refuses to finish a blob that fails its digest, too
-                raise Unreachable(f"the download of engine {engine.id} broke off ({exc}); nothing was kept. "
-                                  "Try again; if it repeats, the farm's copy may be corrupt (see its log)") from exc
+        with atomic_file(path, "wb", file_mode=0o444) as out:
+            got = self._read_local(engine, out)  # registry.localread: a farm on this host
+            if got != (engine.digest, engine.size):
+                out.seek(0)
+                out.truncate()
+                got = self._receive(engine, out)
+            digest, size = got
             if digest != engine.digest or size != engine.size:
                 raise DigestMismatch(
                     f"engine {engine.id}: downloaded {size} bytes hashing to {digest}; "
@@ -376,6 +380,14 @@ class Farm(FleetOps, CalibrationOps, PluginOps, EventOps):
                 )
         mark_verified(path, self._stamp(path))
         return path
+
+    def _receive(self, engine: EngineInfo, out: IO[bytes]) -> tuple[str, int]:
+        with self._artifact(engine.id) as response:
+            try:
+                return receive(response, out, limit=engine.size)
+            except httpx.TransportError as exc:  # the farm refuses to finish a blob that fails its digest, too
+                raise Unreachable(f"the download of engine {engine.id} broke off ({exc}); nothing was kept. "
+                                  "Try again; if it repeats, the farm's copy may be corrupt (see its log)") from exc
 
     @contextmanager
     def _artifact(self, engine_id: str) -> Iterator[httpx.Response]:

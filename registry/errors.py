@@ -154,6 +154,13 @@ class WorkerNotFound(NotFound):
     code = "worker_not_found"
 
 
+class NoLocalPath(NotFound):
+    """The artifact cannot be read from this host's disk: the blob store is no folder, the client is not on the
+    API's host (or comes through a proxy), or TRTFARM_LOCAL_READS is off. The SDK then downloads it."""
+
+    code = "no_local_path"
+
+
 class PlanMismatch(FarmError):
     """A fetched TensorRT plan's own header names a version the runtime cannot load (the SDK checks before
     handing a plan out)."""

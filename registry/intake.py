@@ -9,8 +9,9 @@
    (TRTFARM_INTAKE_TIMEOUT_S): whatever onnx does with it, the API's own memory does not grow. The child
    is forked from a fork server that imported onnx once (`registry.intakechild`, one per API process,
    started by `warm_up`): a check costs a fork and the parse, not a new interpreter importing onnx (~1 s).
-   A large model's summary is read from its `skeleton` (the initializers' bytes left out); onnx's checker
-   reads the file itself.
+   A large model's summary is read from its `skeleton` (the initializers' bytes left out), and onnx's checker
+   is shown a skeleton whose large weights are external-data references to the file's own bytes (their sizes
+   checked by registry.onnxinfo), so that neither reads the weights.
 """
 
 from __future__ import annotations
@@ -157,15 +158,24 @@ def _skip(buf: Any, pos: int, kind: int) -> int:
 
 GRAPH_INITIALIZER = 5  # in GraphProto
 TENSOR_DATA = (4, 5, 6, 7, 9, 10, 11)  # TensorProto's float/int32/string/int64/raw/double/uint64 data
+TENSOR_RAW, TENSOR_EXTERNAL_DATA, TENSOR_DATA_LOCATION = 9, 13, 14  # in TensorProto
+REFER_FROM = 1 << 16  # raw_data this large is shown to the checker by reference
 
 
-def skeleton(path: Path) -> bytes | None:
+def skeleton(path: Path, refer: bool = False) -> bytes | None:
     """The model's bytes less its graph's initializer data (packed *_data and raw_data fields): names, types,
     dims and external-data references stay, which is all the intake's summary reads, for a parse of a few
-    kB instead of the whole model (the checker still reads the file). None when the bytes do not split so."""
+    kB instead of the whole model. None when the bytes do not split so.
+
+    `refer`: each large raw_data (REFER_FROM) is not left out but becomes an external-data reference to the same
+    bytes of the file itself (location: the file's name, offset, length), the rest kept as it is: what onnx's
+    checker is shown of a large model (registry.onnxinfo.check_referring), so that it checks every field and
+    reads no weights."""
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             def tensor(a: int, b: int) -> bytes:
+                if refer:
+                    return _referring(buf, a, b, path.name)
                 return _copy(buf, a, b, dict.fromkeys(TENSOR_DATA))
 
             def graph(a: int, b: int) -> bytes:
@@ -197,6 +207,23 @@ def _copy(buf: Any, pos: int, end: int, rewrite: dict[int, Any]) -> bytes:
             out += _varint_bytes(key) + _varint_bytes(len(inner)) + inner
         pos += size
     return bytes(out)
+
+
+def _referring(buf: Any, pos: int, end: int, name: str) -> bytes:
+    """A tensor whose raw_data, when large, becomes an external-data reference to where it lies in file `name`."""
+    raw = [(a, b) for field, a, b in _fields(buf, pos, end) if field == TENSOR_RAW]
+    if not raw or raw[-1][1] - raw[-1][0] < REFER_FROM:  # the last one is the value protobuf keeps
+        return bytes(buf[pos:end])
+    start, stop = raw[-1]
+    out = bytearray(_copy(buf, pos, end, {TENSOR_RAW: None}))
+    for key, value in (("location", name), ("offset", str(start)), ("length", str(stop - start))):
+        out += _delimited(TENSOR_EXTERNAL_DATA, _delimited(1, key.encode()) + _delimited(2, value.encode()))
+    out += _varint_bytes(TENSOR_DATA_LOCATION << 3) + _varint_bytes(1)  # TensorProto.EXTERNAL
+    return bytes(out)
+
+
+def _delimited(field: int, value: bytes) -> bytes:
+    return _varint_bytes(field << 3 | 2) + _varint_bytes(len(value)) + value
 
 
 def _varint_bytes(n: int) -> bytes:

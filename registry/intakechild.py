@@ -41,8 +41,10 @@ def check(request: dict[str, Any]) -> int:
     main = request["main"]
     try:
         path = Path(request["path"])
-        outline = intake.skeleton(path) if path.stat().st_size >= OUTLINE_FROM else None
-        answer: dict[str, Any] = onnxinfo.summary(path, main, outline)
+        large = path.stat().st_size >= OUTLINE_FROM
+        outline = intake.skeleton(path) if large else None
+        referring = intake.skeleton(path, refer=True) if outline is not None else None
+        answer: dict[str, Any] = onnxinfo.summary(path, main, outline, referring)
     except InvalidModel as exc:
         message = exc.message
         if "alloc failed" in message:  # protobuf's arena hit the address-space limit

@@ -7,6 +7,7 @@ onnx absent (`available()` says whether it can be used).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,6 +77,47 @@ def check(path: str | os.PathLike[str], name: str) -> None:
 def _checker_failure(name: str, exc: Exception) -> InvalidModel:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
     return InvalidModel(f"{name} fails the ONNX checker: {first}", details={"checker": str(exc)[:4000]})
+
+
+# bytes per element of the types whose raw_data size check_referring checks itself (onnx's checker refuses a raw_data
+# too small for its tensor's shape and type); a referred tensor of another type has the file checked instead
+ELEMENT_BYTES = {"FLOAT": 4, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "INT32": 4, "INT64": 8, "BOOL": 1,
+                 "FLOAT16": 2, "DOUBLE": 8, "UINT32": 4, "UINT64": 8, "COMPLEX64": 8, "COMPLEX128": 16,
+                 "BFLOAT16": 2, "FLOAT8E4M3FN": 1, "FLOAT8E4M3FNUZ": 1, "FLOAT8E5M2": 1, "FLOAT8E5M2FNUZ": 1}
+
+
+def check_referring(path: Path, name: str, referring: bytes) -> None:
+    """onnx's checker over a large model without reading its weights: shown `referring` (registry.intake.skeleton
+    with refer=True: each large raw_data an external-data reference to its bytes in this file) from a copy beside
+    the file, the referred sizes then checked here as the checker checks raw_data's; the file itself is checked
+    when a referred tensor's type has no fixed element size."""
+    import onnx
+
+    try:
+        proto = onnx.load_from_string(referring)
+    except Exception:  # noqa: BLE001 - the file itself says what is wrong
+        return check(path, name)
+    sizes = {getattr(onnx.TensorProto, k): v for k, v in ELEMENT_BYTES.items() if hasattr(onnx.TensorProto, k)}
+    referred = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+                and {e.key: e.value for e in t.external_data}.get("location") == path.name]
+    if any(t.data_type not in sizes for t in referred):
+        return check(path, name)
+    copy = path.with_name(f".check-{os.getpid()}-{path.name}")
+    try:
+        copy.write_bytes(referring)
+    except OSError:  # e.g. a file name at the length limit
+        return check(path, name)
+    try:
+        check(copy, name)
+    finally:
+        copy.unlink(missing_ok=True)
+    for tensor in referred:
+        have = int({e.key: e.value for e in tensor.external_data}["length"])
+        need = sizes[tensor.data_type] * math.prod(tensor.dims)
+        if have < need:
+            raise InvalidModel(f"{name} fails the ONNX checker: TensorProto (tensor name: {tensor.name}) raw_data size "
+                               f"({have} bytes) is too small for the declared shape and type ({need} bytes required).")
+    return None
 
 
 PLUGIN_DOMAIN = "trtfarm.plugin"  # where the checker is shown the plugin ops: it checks no node of a foreign domain
@@ -239,11 +281,11 @@ def numpy_dtype(elem_type: int) -> Any:
     return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
 
 
-def summary(path: Path, main: str, outline: bytes | None = None) -> dict[str, Any]:
+def summary(path: Path, main: str, outline: bytes | None = None, referring: bytes | None = None) -> dict[str, Any]:
     """What the farm records of an uploaded model (run by registry.intake in a bounded child process):
     its external-data files, inputs, outputs, opsets; InvalidModel when it is no valid ONNX model.
     `outline`: the model's bytes less its initializers' data (registry.intake.skeleton), parsed instead of
-    the file when it parses (the checker reads the file either way)."""
+    the file when it parses; `referring`: what the checker is shown instead of the file (check_referring)."""
     proto = None
     if outline is not None:
         import onnx
@@ -253,14 +295,17 @@ def summary(path: Path, main: str, outline: bytes | None = None) -> dict[str, An
         except Exception:  # noqa: BLE001 - the file itself says what is wrong
             proto = None
     if proto is None or (not proto.graph.node and not proto.graph.output):
-        proto = load(path, main)
+        proto, referring = load(path, main), None
     external = external_files(proto, main)
     root = path.parents[len(PurePosixPath(main).parts) - 1]  # the upload's folder
     missing = [f for f in external if not (root / f).is_file()]
     if missing:  # before the checker, whose message would be about a temp path
         raise InvalidModel(f"{main} references external data not in the upload: {', '.join(missing)}; "
                            "send each as an extra file with its relative path")
-    check(path, main)
+    if referring is not None:
+        check_referring(path, main, referring)
+    else:
+        check(path, main)
     return {
         "external_files": external,
         "inputs": [d.to_api() for d in graph_io(proto, inputs=True)],

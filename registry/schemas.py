@@ -191,6 +191,14 @@ class EngineInfo(Schema):
         return self
 
 
+class LocalArtifact(Schema):
+    """Where a client on the API's host reads an artifact from disk (the folder store's blob file)."""
+
+    path: str
+    digest: str
+    size: int
+
+
 class EngineList(Schema):
     items: list[EngineInfo]
 

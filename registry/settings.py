@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     event_keepalive_s: float = 15.0
     event_poll_s: float = 0.5
 
+    # a folder store's blobs read from disk by SDK clients on this host (loopback, no proxy in between) instead
+    # of streamed through the API (GET /v1/engines/{id}/artifact/local): the SDK still hashes every byte
+    local_reads: bool = True
+
     max_upload_mib: int = 2048
     # an INT8 calibration upload (POST /v1/calibration): the request body, and a data set's arrays uncompressed
     max_calibration_mib: int = 2048

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from api.auth import admin_scope, read_scope
@@ -14,8 +14,8 @@ from api.errors import COMMON, documented, error_response
 from api.ranges import byte_range
 from registry import compat
 from registry.db.tables import utcnow
-from registry.errors import RangeNotSatisfiable
-from registry.schemas import DIGEST, ID_OR_PREFIX, SLUG, EngineInfo, EngineList, Resolution
+from registry.errors import NoLocalPath, RangeNotSatisfiable
+from registry.schemas import DIGEST, ID_OR_PREFIX, SLUG, EngineInfo, EngineList, LocalArtifact, Resolution
 from registry.services import engines, resolution
 from registry.stores import FarmStores
 
@@ -113,6 +113,27 @@ def get_artifact(engine_id: str = EngineId, range_: str | None = Header(None, al
     headers["Content-Range"] = f"bytes {start}-{end}/{engine.size}"
     body = farm.blobs.open_range(engine.digest, start, end + 1)  # open_range's end is exclusive
     return StreamingResponse(body, status_code=206, media_type="application/octet-stream", headers=headers)
+
+
+LOOPBACK = ("127.0.0.1", "::1")
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+@router.get("/{engine_id}/artifact/local", response_model=LocalArtifact, responses=documented(404))
+def local_artifact(request: Request, background: BackgroundTasks, engine_id: str = EngineId,
+                   farm: FarmStores = Depends(stores)) -> LocalArtifact:
+    """Where a client on this host reads the artifact from disk (a folder store; TRTFARM_LOCAL_READS), counted as
+    a fetch once answered; 404 no_local_path for a client elsewhere or behind a proxy, and for other stores:
+    download it."""
+    engine = farm.reads.lookup(("engine", engine_id), lambda: engines.read(farm.db, engine_id))
+    client = request.client.host if request.client else ""
+    path = farm.blobs.local_path(engine.digest) if farm.settings.local_reads else None
+    if path is None or client not in LOOPBACK or any(h in request.headers for h in PROXY_HEADERS):
+        raise NoLocalPath(f"engine {engine.id} cannot be read from this host's disk (the blob store is "
+                          f"{farm.blobs.describe()}; only clients on the API's host, not through a proxy, with "
+                          "TRTFARM_LOCAL_READS on): download it from /artifact", details={"engine": engine.id})
+    background.add_task(engines.count_fetch, farm.db, engine.id)
+    return LocalArtifact(path=str(path), digest=engine.digest, size=engine.size)
 
 
 @router.post("/{engine_id}/pin", response_model=EngineInfo, dependencies=[Depends(admin_scope)])

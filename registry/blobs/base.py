@@ -271,6 +271,11 @@ class BlobStore(ABC):
     ) -> str | None:
         """A URL a client can GET directly, or None when the store has none (the folder store)."""
 
+    def local_path(self, digest: str) -> Path | None:
+        """The blob's file, for a reader on this host (the folder store), or None. The reader hashes it."""
+        check_digest(digest)
+        return None
+
     @abstractmethod
     def describe(self) -> str:
         """A short human description for logs, e.g. ``folder /var/lib/trtfarm/blobs``."""

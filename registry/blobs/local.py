@@ -216,6 +216,11 @@ class LocalBlobStore(BlobStore):
         check_digest(digest)
         return None
 
+    def local_path(self, digest: str) -> Path | None:
+        check_digest(digest)
+        path = self.path_for(digest)
+        return path if path.is_file() else None
+
     def describe(self) -> str:
         return f"folder {self.root}"
 

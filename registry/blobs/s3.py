@@ -158,7 +158,10 @@ class S3BlobStore(BlobStore):
                     config = Config(
                         signature_version="s3v4",
                         retries={"mode": "standard", "max_attempts": 5},
-                        s3={"addressing_style": "path" if self.endpoint_url else "auto"},
+                        # every request with a body carries its ChecksumSHA256, which S3 verifies: the body is not
+                        # hashed a second time for the signature (botocore's default over https, kept over http)
+                        s3={"addressing_style": "path" if self.endpoint_url else "auto",
+                            "payload_signing_enabled": False},
                         max_pool_connections=max(10, 2 * self.max_concurrency + 2),
                     )
                     self._client = boto3.session.Session().client(

@@ -4,6 +4,7 @@ a model with external data goes through the SDK, is built and validated."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,9 +35,10 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def test_artifact_streamed_with_range_and_etag(farm: RunningFarm, ort_runtime: str, tmp_path: Path) -> None:
+def test_artifact_streamed_with_range_and_etag(farm: RunningFarm, ort_runtime: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     build, engine, blob = built_engine_file(farm, ort_runtime, tmp_path / "r.onnx", seed=61)
-    sdk = farm.client()
+    sdk = farm.client(local_reads=False)  # as a client on another host: downloaded from the API
     stored = blob.read_bytes()
     assert sha256(stored) == engine.digest and len(stored) == engine.size > 100
     etag = f'"{engine.digest}"'
@@ -94,8 +96,43 @@ def test_artifact_streamed_with_range_and_etag(farm: RunningFarm, ort_runtime: s
         assert http.head(f"/v1/engines/{'0' * 32}/artifact").status_code == 404
 
     # the SDK downloads the streamed artifact, verifies it and caches it
+    monkeypatch.setattr("registry.localread.copy_hashed",
+                        lambda *a, **k: pytest.fail("a client told not to read the farm's disk read it"))
     path = sdk.fetch(build.model, ort_runtime, batch_profile())
     assert path.read_bytes() == stored and path.name == f"{engine.digest[7:]}.ort"
+
+
+def fetches(farm: RunningFarm, model: str, engine_id: str) -> int:
+    with farm.http() as http:
+        items = http.get("/v1/engines", params={"model": model}).json()["items"]
+    return next(e["fetches"] for e in items if e["id"] == engine_id)
+
+
+def test_a_client_on_the_api_host_copies_the_blob_from_disk(farm: RunningFarm, ort_runtime: str,
+                                                            tmp_path: Path) -> None:
+    """A client at a loopback address is told where the blob lies (counted as a fetch) and copies and hashes it
+    itself; a request that came through a proxy, or a farm that has local reads off, is told to download."""
+    build, engine, blob = built_engine_file(farm, ort_runtime, tmp_path / "l.onnx", seed=63)
+    sdk = farm.client()
+    sdk._receive = lambda *a: pytest.fail("a client on the API's host downloaded over HTTP")
+    before = fetches(farm, build.model, engine.id)
+    path = sdk.fetch(build.model, ort_runtime, batch_profile())
+    assert path.read_bytes() == blob.read_bytes() and sha256(path.read_bytes()) == engine.digest
+    assert path != blob and path.stat().st_ino != blob.stat().st_ino  # a copy: the cache never shares the inode
+    deadline = time.monotonic() + 10  # counted once the answer is out
+    while fetches(farm, build.model, engine.id) != before + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fetches(farm, build.model, engine.id) == before + 1
+    url = f"/v1/engines/{engine.id}/artifact/local"
+    with farm.http() as http:
+        where = http.get(url)
+        assert where.status_code == 200 and where.json() == {"path": str(blob), "digest": engine.digest,
+                                                             "size": engine.size}
+        for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+            proxied = http.get(url, headers={header: "203.0.113.9"})
+            assert proxied.status_code == 404 and proxied.json()["code"] == "no_local_path", (header, proxied.text)
+            assert "download it" in proxied.json()["message"]
+        assert http.get(f"/v1/engines/{'0' * 32}/artifact/local").json()["code"] == "engine_not_found"
 
 
 def test_model_with_external_data_through_the_sdk(farm: RunningFarm, ort_runtime: str, tmp_path: Path) -> None:

@@ -142,3 +142,47 @@ def test_no_skeleton_of_garbage_and_a_broken_one_falls_back_to_the_file(tmp_path
     assert intake.skeleton(tmp_path / "g.onnx") is None
     model = convnet(tmp_path / "c.onnx", channels=4, layers=2)
     assert onnxinfo.summary(model, "c.onnx", b"\xff\xff not a protobuf") == onnxinfo.summary(model, "c.onnx")
+
+
+def _short_weights_model(path):
+    """matmul_model with its weight's raw_data cut to 100,000 of its 360,000 bytes: onnx's checker refuses it."""
+    import onnx
+
+    model = onnx.load(str(matmul_model(path, k=300, n=300)))
+    weight = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    weight.raw_data = weight.raw_data[:100_000]
+    onnx.save_model(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("make", ["matmul", "short", "unknown_input"])
+def test_the_checker_shown_references_to_the_weights_judges_like_the_file(tmp_path, make):
+    """The referring skeleton holds no weight bytes; the checker's verdict over it, with the referred sizes checked,
+    is the verdict over the file (a pass, raw_data too small, a broken graph), and its copy is removed."""
+    import onnx
+
+    from registry import onnxinfo
+
+    path = tmp_path / "m.onnx"
+    if make == "short":
+        _short_weights_model(path)
+    else:
+        matmul_model(path, k=300, n=300)
+    if make == "unknown_input":
+        model = onnx.load(str(path))
+        model.graph.node[0].input[0] = "nowhere"
+        onnx.save_model(model, str(path))
+    referring = intake.skeleton(path, refer=True)
+    assert referring is not None and len(referring) < 2000 < path.stat().st_size
+    verdicts = []
+    for run in (lambda: onnxinfo.check(path, "m.onnx"), lambda: onnxinfo.check_referring(path, "m.onnx", referring)):
+        try:
+            run()
+            verdicts.append(None)
+        except InvalidModel as exc:
+            verdicts.append(exc.message)
+    assert verdicts[0] == verdicts[1], verdicts
+    assert (verdicts[0] is None) == (make == "matmul")
+    if make == "short":
+        assert "raw_data size (100000 bytes) is too small" in verdicts[1] and "360000 bytes required" in verdicts[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
