@@ -71,7 +71,7 @@ def farm(farm_factory) -> RunningFarm:  # noqa: ANN001
 SDK_DOWNLOAD = """
 import sys
 from registry.client import Farm
-with Farm(sys.argv[1], cache_dir=sys.argv[2]) as farm:
+with Farm(sys.argv[1], cache_dir=sys.argv[2], local_reads=False) as farm:  # as on another host: over HTTP
     farm.download(farm.engine(sys.argv[3]))
 """
 

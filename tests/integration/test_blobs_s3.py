@@ -130,8 +130,8 @@ def test_multipart_expected_digest_mismatch(small_mp_store: S3BlobStore, raw, tm
 def test_a_claimed_digest_is_checked_in_one_pass_and_against_a_stored_blob(small_mp_store: S3BlobStore,
                                                                          tmp_path: Path, monkeypatch) -> None:
     """put_file with the right expected digest hashes the file once, as the parts are cut (no hashing pass
-    first); the parts' bodies are then read from the file by botocore (its signature over plain HTTP, the
-    send). A wrong claim for a digest already stored is refused too, though nothing needs uploading."""
+    first); the parts' bodies are then read from the file by botocore once, to send them (no signature pass:
+    each part carries its ChecksumSHA256, which S3 verifies). A wrong claim for a digest already stored is refused too, though nothing needs uploading."""
     data, other = os.urandom(11 * MiB), os.urandom(6 * MiB)
     src, impostor = tmp_path / "big", tmp_path / "other"
     src.write_bytes(data)
@@ -146,7 +146,7 @@ def test_a_claimed_digest_is_checked_in_one_pass_and_against_a_stored_blob(small
     monkeypatch.setattr(os, "pread", counting_pread)
     assert small_mp_store.put_file(src, expected_digest=digest(data)).digest == digest(data)
     monkeypatch.undo()
-    assert sum(read) == 3 * len(data)  # cut and hashed once + signed + sent, with no hashing pass before
+    assert sum(read) == 2 * len(data)  # cut and hashed once + sent: no hashing pass before, none to sign
     assert small_mp_store.get_bytes(digest(data)) == data
     with pytest.raises(DigestMismatch):
         small_mp_store.put_file(impostor, expected_digest=digest(data))

@@ -115,13 +115,36 @@ def inspect_engine(trt, engine):
     """The engine inspector's JSON document, or {"error": why} (the metadata says why there is no layer table)."""
     text = ""
     try:
-        text = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
+        inspector = engine.create_engine_inspector()
+        context = shaped_context(trt, engine)
+        if context is not None:  # else a dynamic engine's layers read "N/A due to dynamic shapes"
+            inspector.execution_context = context
+        text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
         # TensorRT 8.6 writes control characters inside JSON strings (NVIDIA/TensorRT#2779): not strict JSON
         found = json.loads(text, strict=False)
         return found if isinstance(found, dict) else {"error": f"not a JSON object: {text[:300]!r}"}
     except Exception as exc:  # noqa: BLE001 - the inspector is a nice-to-have
         log(f"engine inspector failed: {type(exc).__name__}: {exc}")
         return {"error": f"{type(exc).__name__}: {exc}"[:500] + (f" (text began {text[:200]!r})" if text else "")}
+
+
+def shaped_context(trt, engine):
+    """An execution context whose inputs have profile 0's opt shapes, for the inspector to report concrete layer
+    formats and types; None for a static engine, or where the name-based shape API is missing (before 8.5)."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)] if hasattr(engine, "num_io_tensors") \
+        else []
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    if not any(-1 in tuple(engine.get_tensor_shape(n)) for n in inputs):
+        return None
+    context = engine.create_execution_context()
+    for name in inputs:
+        if engine.is_shape_inference_io(name):  # a shape tensor's values, not its shape
+            continue
+        context.set_input_shape(name, tuple(engine.get_tensor_profile_shape(name, 0)[1]))
+    infer = getattr(context, "infer_shapes", None)
+    if infer is not None:  # the inspector reads concrete formats only once the shapes are propagated (8.6)
+        infer()
+    return context
 
 
 def tensor_format(engine, name: str) -> str:

@@ -407,3 +407,33 @@ def test_the_inspector_json_of_tensorrt_86_with_raw_control_characters_is_read()
     spec = {"layer_precisions": [{"pattern": "conv0"}], "profiling_verbosity": "detailed"}
     report = layer_report(spec, [], error)
     assert "JSONDecodeError" in report["note"] and "{not json" in report["note"]
+
+
+def test_the_inspector_of_a_dynamic_engine_gets_a_context_at_the_opt_shapes_with_shapes_inferred():
+    """Without a context whose shapes are set and inferred, TensorRT's inspector prints every format of a
+    dynamic-shape engine as "N/A due to dynamic shapes" (8.5 and 8.6, the H100 run of 2026-12-05); a static
+    engine gets none."""
+    import types
+
+    from workers.toolchains.tensorrt_runner.describe import inspect_engine
+
+    calls: list = []
+    context = types.SimpleNamespace(set_input_shape=lambda n, s: calls.append(("shape", n, s)),
+                                    infer_shapes=lambda: calls.append(("infer",)) or [])
+    inspector = types.SimpleNamespace(get_engine_information=lambda fmt: json.dumps(
+        {"Layers": [], "context": inspector.execution_context is context}))
+    inspector.execution_context = None
+    trt = types.SimpleNamespace(LayerInformationFormat=types.SimpleNamespace(JSON="json"),
+                                TensorIOMode=types.SimpleNamespace(INPUT="in", OUTPUT="out"))
+
+    def engine(shape):
+        return types.SimpleNamespace(
+            num_io_tensors=2, get_tensor_name=["x", "y"].__getitem__,
+            get_tensor_mode=lambda n: "in" if n == "x" else "out", get_tensor_shape=lambda n: shape,
+            is_shape_inference_io=lambda n: False, create_engine_inspector=lambda: inspector,
+            get_tensor_profile_shape=lambda n, k: [(1, 3), (4, 3), (8, 3)], create_execution_context=lambda: context)
+
+    assert inspect_engine(trt, engine((-1, 3)))["context"] is True
+    assert calls == [("shape", "x", (4, 3)), ("infer",)]
+    inspector.execution_context, calls[:] = None, []
+    assert inspect_engine(trt, engine((2, 3)))["context"] is False and calls == []
