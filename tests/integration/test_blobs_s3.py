@@ -131,7 +131,8 @@ def test_a_claimed_digest_is_checked_in_one_pass_and_against_a_stored_blob(small
                                                                          tmp_path: Path, monkeypatch) -> None:
     """put_file with the right expected digest hashes the file once, as the parts are cut (no hashing pass
     first); the parts' bodies are then read from the file by botocore once, to send them (no signature pass:
-    each part carries its ChecksumSHA256, which S3 verifies). A wrong claim for a digest already stored is refused too, though nothing needs uploading."""
+    each part carries its ChecksumSHA256, which S3 verifies). A wrong claim for a digest already stored is
+    refused too, though nothing needs uploading."""
     data, other = os.urandom(11 * MiB), os.urandom(6 * MiB)
     src, impostor = tmp_path / "big", tmp_path / "other"
     src.write_bytes(data)
