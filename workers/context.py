@@ -57,7 +57,8 @@ class WorkerContext(FarmStores):
 
     @property
     def queues(self) -> list[str]:
-        return worker_queues([{"kind": t.kind, "version": t.version} for t in self.toolchains], self.gpus, self.cpu)
+        return worker_queues([{"kind": t.kind, "version": t.version, "features": t.features} for t in self.toolchains],
+                             self.gpus, self.cpu)
 
     def runner_env(self) -> dict[str, str]:
         # PCI bus order makes CUDA's device numbers agree with NVML's indices (what the probe reports).

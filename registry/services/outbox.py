@@ -35,25 +35,38 @@ def has_pending(session: Session, build_id: str) -> bool:
     return session.scalar(query) is not None
 
 
+def _pending_query(limit: int):  # noqa: ANN202 - a Select
+    return (select(Outbox.id, Outbox.build_id, Outbox.queue).where(Outbox.published_at.is_(None))
+            .order_by(Outbox.id).limit(limit))
+
+
 def pending(db: Database, limit: int = 100) -> list[Message]:
     with db.session() as s:
-        rows = s.execute(select(Outbox.id, Outbox.build_id, Outbox.queue).where(Outbox.published_at.is_(None))
-                         .order_by(Outbox.id).limit(limit)).all()
-        return [Message(*r) for r in rows]
+        return [Message(*r) for r in s.execute(_pending_query(limit)).all()]
 
 
-def mark_published(db: Database, message: Message) -> None:
+def _mark_published(session: Session, message: Message) -> None:
     now = utcnow()
-    with db.session() as s:
-        s.execute(update(Outbox).where(Outbox.id == message.outbox_id).values(published_at=now))
-        s.execute(update(Build).where(Build.id == message.build_id).values(enqueued_at=now))
+    session.execute(update(Outbox).where(Outbox.id == message.outbox_id).values(published_at=now))
+    session.execute(update(Build).where(Build.id == message.build_id).values(enqueued_at=now))
 
 
 def relay(db: Database, publish: Callable[[Message], None], limit: int = 100) -> int:
-    """Publish pending messages in order (`publish` raises when the broker refuses); returns how many."""
+    """Publish pending messages in order (`publish` raises when the broker refuses); returns how many.
+
+    The rows are taken with FOR UPDATE SKIP LOCKED (PostgreSQL) and marked in the same transaction: a second
+    dispatcher (another API replica running one) skips the rows this one is publishing instead of publishing
+    them again. When a publish fails, the messages before it are committed as published and the rest stay
+    pending. (SQLite has one writer at a time and ignores the lock clause.)"""
     sent = 0
-    for message in pending(db, limit):
-        publish(message)
-        mark_published(db, message)
-        sent += 1
+    with db.session() as s:
+        for row in s.execute(_pending_query(limit).with_for_update(skip_locked=True)).all():
+            message = Message(*row)
+            try:
+                publish(message)
+            except BaseException:
+                s.commit()  # what the broker took stays published
+                raise
+            _mark_published(s, message)
+            sent += 1
     return sent

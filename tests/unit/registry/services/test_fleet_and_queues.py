@@ -95,6 +95,17 @@ def test_sm75_worker_never_subscribes_to_ampere_plus_and_sm90_does():
     assert ampere_queue in h100
 
 
+def test_a_tensorrt_without_hardware_compatibility_serves_no_ampere_plus_queue():
+    """TensorRT 8.5 builds no hardware-compatible plans (its probe lacks the feature; the H100 run of 2026-12-05
+    showed an 8.5 worker subscribed to ampere_plus all the same): its worker serves its SKU and sm_XX only."""
+    trt85 = {"kind": "tensorrt", "version": "8.5.3.1", "features": ("precision=fp16", "tf32")}
+    trt86 = {**TRT86, "features": ("precision=fp16", "hardware_compatibility=ampere_plus")}
+    queues = worker_queues([trt85, trt86], [{"sku": H100, "cc": "sm_90"}], None)
+    assert queues == ["build.tensorrt-8.5.3.1.h100-80gb-hbm3", "build.tensorrt-8.5.3.1.sm_90",
+                      "build.tensorrt-8.6.0.h100-80gb-hbm3", "build.tensorrt-8.6.0.sm_90",
+                      "build.tensorrt-8.6.0.ampere_plus"]
+
+
 def test_every_completed_target_routes_to_a_queue_some_offer_serves():
     """The queue a build goes to (key device) is one a worker holding the matching offer subscribes to."""
     fleet = [H100_86, A100_86, T4_86, ORT]
