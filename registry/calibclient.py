@@ -12,7 +12,7 @@ from typing import Any
 from registry import rawupload
 from registry.digests import is_digest
 from registry.errors import InvalidInput
-from registry.schemas import CalibrationInfo
+from registry.schemas import CalibrationInfo, InputDeleted
 
 CalibrationLike = str | os.PathLike[str] | None  # a digest, or a file to upload
 
@@ -27,6 +27,10 @@ class CalibrationOps:
     def has_calibration(self, digest: str) -> bool:
         """HEAD /v1/calibration/{digest}."""
         return rawupload.exists(self._request, f"/v1/calibration/{digest}")
+
+    def delete_calibration(self, digest: str) -> InputDeleted:
+        """Remove an uploaded calibration input (admin key; Conflict while a build names it)."""
+        return InputDeleted.model_validate(self._request("DELETE", f"/v1/calibration/{digest}").json())
 
     def upload_calibration(self, path: str | os.PathLike[str], kind: str | None = None) -> CalibrationInfo:
         """Upload an INT8 calibration data set (.npz: one array per model input, axis 0 counting samples) or a

@@ -163,6 +163,12 @@ def gc_summary(report) -> None:  # noqa: ANN001
             table.add_row(c.partition, "" if c.generation is None else str(c.generation), c.digest[7:19], str(c.size),
                           c.reason, c.since.strftime("%Y-%m-%d %H:%M"))
         out.print(table)
+    inputs = report.inputs_removed
+    if inputs:
+        table = Table("uploaded input", "digest", "name", "size", "uploaded")
+        for i in inputs:
+            table.add_row(i.kind, i.digest[7:19], i.name or "", str(i.size), i.created_at.strftime("%Y-%m-%d"))
+        out.print(table)
 
     def counts(kept: dict[str, int]) -> str:
         return ", ".join(f"{n} {why}" for why, n in sorted(kept.items())) or "none"
@@ -171,7 +177,8 @@ def gc_summary(report) -> None:  # noqa: ANN001
     whole = len({c.partition for c in caches if c.reason == "partition_unused"})
     lines = [f"{verb} {len(report.removed)} engine(s); kept {counts(report.kept)}",
              f"timing caches: {verb} {len(caches)} blob(s) ({sum(c.size for c in caches)} bytes), {whole} whole "
-             f"partition(s); partitions kept whole: {counts(report.timing_caches_kept)}"]
+             f"partition(s); partitions kept whole: {counts(report.timing_caches_kept)}",
+             f"uploaded inputs no build names: {verb} {len(inputs)} ({sum(i.size for i in inputs)} bytes)"]
     if not report.dry_run:
         lines.append(f"{report.blobs_removed} blob(s) deleted; {report.bytes_freed} engine bytes and "
                      f"{report.timing_cache_bytes_freed} timing-cache bytes freed")

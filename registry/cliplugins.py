@@ -1,4 +1,4 @@
-"""`trtfarm plugins upload FILE` / `trtfarm plugins list`: TensorRT plugin libraries, added to `registry.cli`'s
+"""`trtfarm plugins upload FILE` / `list` / `delete DIGEST`: TensorRT plugin libraries, added to `registry.cli`'s
 app by `register` (kept apart to keep registry/cli.py short). A build names them with `trtfarm submit --plugin`."""
 
 from __future__ import annotations
@@ -52,3 +52,12 @@ def list_plugins(as_json: bool = typer.Option(False, "--json")) -> None:
     for digest in found.allow_list:
         if digest not in uploaded:
             out.print(f"allowed but not uploaded: {digest}", markup=False, highlight=False)
+
+
+@plugins_app.command("delete")
+def delete(digest: str = typer.Argument(..., help="the library's sha256:… digest")) -> None:
+    """Remove an uploaded plugin library (admin key); refused while a build names it (gc its engines first)."""
+    from registry.cli import _farm, out
+
+    done = _farm().delete_plugin(digest)
+    out.print(f"removed {done.digest} ({done.blobs_removed} blob(s) deleted)", markup=False, highlight=False)

@@ -18,7 +18,7 @@ from typing import Any
 from registry import rawupload
 from registry.digests import is_digest
 from registry.errors import InvalidInput
-from registry.schemas import EngineInfo, PluginInfo, PluginList
+from registry.schemas import EngineInfo, InputDeleted, PluginInfo, PluginList
 
 PluginLike = str | os.PathLike[str]  # a digest, or a library file (uploaded when the farm lacks it)
 
@@ -41,6 +41,10 @@ class PluginOps:
     def has_plugin(self, digest: str) -> bool:
         """HEAD /v1/plugins/{digest}."""
         return rawupload.exists(self._request, f"/v1/plugins/{digest}")
+
+    def delete_plugin(self, digest: str) -> InputDeleted:
+        """Remove an uploaded plugin library (admin key; Conflict while a build names it)."""
+        return InputDeleted.model_validate(self._request("DELETE", f"/v1/plugins/{digest}").json())
 
     def upload_plugin(self, path: str | os.PathLike[str]) -> PluginInfo:
         """Upload a TensorRT plugin library (an ELF shared object) unless the farm has it; needs an admin key.

@@ -277,6 +277,20 @@ class GcCacheRemoved(Schema):
     since: datetime = Field(description="out of service since; partition_unused: last written or used by a build")
 
 
+class GcInputRemoved(Schema):
+    kind: str = Field(description="calibration data, calibration cache (uploaded, or made by a build from a data "
+                                  "set that goes) or plugin")
+    digest: str
+    size: int
+    name: str | None = Field(None, description="the file name it was uploaded as")
+    created_at: datetime
+
+
+class InputDeleted(Schema):
+    digest: str
+    blobs_removed: int
+
+
 class GcReportInfo(Schema):
     dry_run: bool
     removed: list[GcRemoved]
@@ -289,6 +303,10 @@ class GcReportInfo(Schema):
         {}, description="timing-cache partitions kept whole, by reason: served (a live worker has its TensorRT "
                         "version), queued (a queued or running build of that version), used (within unused_days)")
     timing_cache_bytes_freed: int = Field(0, description="bytes of the timing-cache blobs deleted")
+    inputs_removed: list[GcInputRemoved] = Field(
+        [], description="uploaded calibration inputs and plugin libraries no build names, uploaded before "
+                        "unused_days (a data set's made caches go with it)")
+    input_bytes_freed: int = Field(0, description="bytes of the removed inputs")
 
 
 class ModelDeleted(Schema):

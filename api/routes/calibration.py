@@ -1,5 +1,5 @@
 """/v1/calibration: upload an INT8 calibration data set (.npz) or a TensorRT calibration cache (the raw request
-body), HEAD and GET by digest. Formats: registry/calibdata.py and docs/design.md "INT8 calibration"."""
+body), HEAD and GET by digest, DELETE (admin). Formats: registry/calibdata.py and docs/design.md "INT8 calibration"."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api import uploads
-from api.auth import read_scope, submit_scope
+from api.auth import admin_scope, read_scope, submit_scope
 from api.deps import stores
 from api.errors import COMMON, documented
 from registry.auth import Principal
 from registry.errors import InvalidCalibration
-from registry.schemas import DIGEST, CalibrationInfo
-from registry.services import calibration
+from registry.schemas import DIGEST, CalibrationInfo, InputDeleted
+from registry.services import calibration, retention
 from registry.stores import FarmStores
 
 PREFIX = "/v1/calibration"
@@ -62,3 +62,11 @@ def calibration_exists(digest: str = Digest, farm: FarmStores = Depends(stores))
 @router.get("/{digest}", response_model=CalibrationInfo, dependencies=[Depends(read_scope)])
 def get_calibration(digest: str = Digest, farm: FarmStores = Depends(stores)) -> CalibrationInfo:
     return calibration.read(farm.db, digest)
+
+
+@router.delete("/{digest}", response_model=InputDeleted, dependencies=[Depends(admin_scope)],
+               responses=documented(409))
+async def delete_calibration(digest: str = Digest, farm: FarmStores = Depends(stores)) -> InputDeleted:
+    """Remove a calibration data set or cache (admin; 409 while a build names it: gc its engines first); a data
+    set's made caches go with it, and every blob nothing else uses."""
+    return InputDeleted(**await run_in_threadpool(retention.delete_input, farm.db, farm.blobs, digest, False))

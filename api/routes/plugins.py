@@ -1,6 +1,6 @@
-"""/v1/plugins: TensorRT plugin libraries. Upload (the raw request body) needs the admin scope: a library is
-code the workers run. List, HEAD and GET by digest need read. Which libraries builds may load is the setting
-TRTFARM_ALLOWED_PLUGINS (docs/design.md "Security model"); `allowed` says whether the API's names each."""
+"""/v1/plugins: TensorRT plugin libraries. Upload (the raw request body) and DELETE need the admin scope: a
+library is code the workers run. List, HEAD and GET by digest need read. Which libraries builds may load is the
+setting TRTFARM_ALLOWED_PLUGINS (docs/design.md "Security model"); `allowed` says whether the API's names each."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from api.deps import stores
 from api.errors import COMMON, documented
 from registry.auth import Principal
 from registry.errors import InvalidPlugin
-from registry.schemas import DIGEST, PluginInfo, PluginList
-from registry.services import plugins
+from registry.schemas import DIGEST, InputDeleted, PluginInfo, PluginList
+from registry.services import plugins, retention
 from registry.stores import FarmStores
 
 PREFIX = "/v1/plugins"
@@ -64,3 +64,10 @@ def plugin_exists(digest: str = Digest, farm: FarmStores = Depends(stores)) -> R
 @router.get("/{digest}", response_model=PluginInfo, dependencies=[Depends(read_scope)])
 def get_plugin(digest: str = Digest, farm: FarmStores = Depends(stores)) -> PluginInfo:
     return plugins.read(farm.db, digest, farm.settings.allowed_plugin_digests())
+
+
+@router.delete("/{digest}", response_model=InputDeleted, dependencies=[Depends(admin_scope)],
+               responses=documented(409))
+async def delete_plugin(digest: str = Digest, farm: FarmStores = Depends(stores)) -> InputDeleted:
+    """Remove a plugin library (admin; 409 while a build names it: gc its engines first) and its blob."""
+    return InputDeleted(**await run_in_threadpool(retention.delete_input, farm.db, farm.blobs, digest, True))

@@ -17,6 +17,9 @@ partition's current cache is never removed on its own. A whole partition goes, i
 blobs, when nothing used it within `unused_days` (written by a merge, or used by a finished build) and no live
 worker serves its TensorRT version, nor waits a queued or running build of that version. A worker that finds
 a cache's blob gone builds with an empty cache (workers/timing_sync.py).
+
+Uploaded build inputs (calibration data sets and caches, plugin libraries) no build names go once uploaded
+before `unused_days` (registry.services.input_retention).
 """
 
 from __future__ import annotations
@@ -33,17 +36,20 @@ from registry.blobs.base import BlobStore
 from registry.db.session import Database
 from registry.db.tables import (
     Build,
+    Calibration,
+    CalibrationCache,
     Engine,
     EngineFetch,
     Model,
     ModelFile,
     Outbox,
+    Plugin,
     TimingCache,
     TimingCacheBlob,
     utcnow,
 )
 from registry.errors import Conflict, ModelNotFound
-from registry.services import fleet, signatures
+from registry.services import fleet, input_retention, signatures
 from registry.services.timing_caches import partition_version
 from registry.status import BuildStatus
 
@@ -83,6 +89,8 @@ class GcReport:
     timing_caches_removed: list[CacheRemoved] = field(default_factory=list)
     timing_caches_kept: dict[str, int] = field(default_factory=dict)  # reason -> partitions kept whole for it
     timing_cache_bytes_freed: int = 0
+    inputs_removed: list[input_retention.InputRemoved] = field(default_factory=list)  # calibration, plugins
+    input_bytes_freed: int = 0
 
 
 def gc(db: Database, blobs: BlobStore, keep_last: int, unused_days: float, dry_run: bool = True,
@@ -94,6 +102,10 @@ def gc(db: Database, blobs: BlobStore, keep_last: int, unused_days: float, dry_r
     report = GcReport(dry_run=dry_run)
     _gc_engines(db, blobs, keep_last, unused_days, used_since, grace_since, report)
     _compact_timing_caches(db, blobs, min(used_since, grace_since), grace_since, live_s, report)
+    report.inputs_removed, dropped = input_retention.collect(db, lambda d: _drop_unreferenced(db, blobs, d),
+                                                              min(used_since, grace_since), dry_run)
+    report.blobs_removed += dropped
+    report.input_bytes_freed = 0 if dry_run else sum(item.size for item in report.inputs_removed)
     return report
 
 
@@ -190,6 +202,11 @@ def delete_model(db: Database, blobs: BlobStore, model_id: str) -> dict:
     return {"model": model_id, "engines": len(engines), "files": len(files), "blobs_removed": len(freed)}
 
 
+def delete_input(db: Database, blobs: BlobStore, digest: str, plugin: bool) -> dict:
+    """Remove an uploaded calibration input or plugin library now (registry.services.input_retention)."""
+    return input_retention.delete_input(db, lambda d: _drop_unreferenced(db, blobs, d), digest, plugin)
+
+
 def _drop_unreferenced(db: Database, blobs: BlobStore, digest: str) -> list[str]:
     """Delete the blob unless a row still refers to it; [digest] when deleted."""
     with db.read_session() as s:
@@ -203,7 +220,9 @@ def _drop_unreferenced(db: Database, blobs: BlobStore, digest: str) -> list[str]
 def _referenced(s: Session, digest: str, records: bool = True) -> bool:
     """Whether a row refers to the blob (`records`: counting the timing-cache blob records)."""
     refs = [exists().where(Engine.digest == digest), exists().where(ModelFile.digest == digest),
-            exists().where(Build.log_digest == digest), exists().where(TimingCache.digest == digest)]
+            exists().where(Build.log_digest == digest), exists().where(TimingCache.digest == digest),
+            exists().where(Calibration.digest == digest), exists().where(CalibrationCache.cache_digest == digest),
+            exists().where(Plugin.digest == digest)]
     if records:
         refs.append(exists().where(TimingCacheBlob.digest == digest))
     return bool(s.scalar(select(or_(*refs))))

@@ -68,6 +68,12 @@ def test_routes_need_a_key_with_the_right_scope(farm: RunningFarm) -> None:
     refused = error(http.post("/v1/builds", json={}, headers=as_key(reader)), 403, "forbidden")
     assert "needs 'submit'" in refused["message"]
     error(http.get("/v1/keys", headers=as_key(reader)), 403, "forbidden")
+    unknown = "sha256:" + "e" * 64
+    for path in (f"/v1/calibration/{unknown}", f"/v1/plugins/{unknown}"):  # removing an upload: admin only
+        error(http.delete(path, headers=as_key(reader)), 403, "forbidden")
+    error(http.delete(f"/v1/calibration/{unknown}", headers=as_key(admin)), 404, "calibration_not_found")
+    error(http.delete(f"/v1/plugins/{unknown}", headers=as_key(admin)), 404, "plugin_not_found")
+    error(http.delete("/v1/plugins/not-a-digest", headers=as_key(admin)), 422, "invalid_request")
     made = http.post("/v1/keys", json={"name": "made-by-api", "scopes": ["read"]}, headers=as_key(admin))
     assert made.status_code == 201 and made.json()["token"].startswith("tf_")
     listed = http.get("/v1/keys", headers=as_key(admin)).json()
