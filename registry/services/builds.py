@@ -59,7 +59,7 @@ def submit(db: Database, settings: Settings, request: BuildRequest, submitted_by
         spec, warnings = shapes.normalized(spec, model, target.kind)
         check_spec(spec, target, model, offers)
         check_limits(spec, settings)
-        warnings += calibration.check_submit(s, request.calibration, spec, target.kind, model)
+        warnings += calibration.check_submit(s, request.calibration, spec, target.kind, model, target.version)
         plugins.check_submit(s, request.plugins, target.kind, settings.allowed_plugin_digests())
         key = build_key(model=model.id, target=str(target), spec=spec,
                         plugins=tuple(request.plugins), calibration=request.calibration)

@@ -108,8 +108,9 @@ def kind_of(session: Session, digest: str | None) -> str | None:
 
 
 def check_submit(session: Session, digest: str | None, spec: BuildSpec, toolchain: str,
-                 model: Model) -> list[dict[str, str]]:
-    """Refuse what could not calibrate (module docstring); the warnings for the build."""
+                 model: Model, version: str | None = None) -> list[dict[str, str]]:
+    """Refuse what could not calibrate (module docstring); the warnings for the build (`version`: the target's
+    TensorRT version)."""
     int8 = "int8" in spec.precision
     if spec.calibration_algorithm is not None and not int8:
         raise InvalidSpec(f"calibration_algorithm={spec.calibration_algorithm} chooses the INT8 calibrator; "
@@ -134,7 +135,8 @@ def check_submit(session: Session, digest: str | None, spec: BuildSpec, toolchai
     row = session.get(Calibration, digest)
     if row is not None and row.kind == calibdata.CACHE:
         _check_cache(row, spec)
-    elif row is not None:
+        return _release_warning(row, version)
+    if row is not None:
         check_data_fits(row.summary, model.inputs, spec)
     return []
 
@@ -150,6 +152,27 @@ def _check_cache(row: Calibration, spec: BuildSpec) -> None:
                                  f"({row.summary.get('header')}), but the spec asks for "
                                  f"calibration_algorithm={spec.calibration_algorithm}; drop it (the build serves "
                                  "the cache with its own calibrator) or upload a data set")
+
+
+def _release_warning(row: Calibration, version: str | None) -> list[dict[str, str]]:
+    """A cache written by another TensorRT release than the target's (the header's number: 8601 is 8.6.1, 100300
+    is 10.3.0): TensorRT ties a cache to its release, and a build that only has the cache cannot calibrate
+    again (a rollout carries the old build's calibration as it was)."""
+    made = _release(row.summary.get("tensorrt", ""))
+    wanted = tuple(int(p) for p in (version or "").split(".")[:2] if p.isdigit())
+    if made is None or len(wanted) < 2 or made == wanted:
+        return []
+    return [_warning("calibration_release", f"calibration cache {row.digest[:19]}… was written by TensorRT "
+                     f"{made[0]}.{made[1]} ({row.summary.get('header')}); this build uses {version}, and TensorRT "
+                     "may not take a cache of another release. If the build fails or its INT8 engine is off, "
+                     "name the data set instead (it calibrates again) or a cache this release wrote")]
+
+
+def _release(number: str) -> tuple[int, int] | None:
+    if not number.isdigit():
+        return None
+    n = int(number)
+    return (n // 10000, n // 100 % 100) if n >= 100000 else (n // 1000, n // 100 % 10)
 
 
 def batch_shapes(inputs: list[dict[str, Any]], spec: BuildSpec) -> dict[str, tuple[int, ...]]:

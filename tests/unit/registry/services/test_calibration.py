@@ -187,6 +187,23 @@ def test_a_cache_must_come_from_the_calibrator_the_spec_names(farm, tmp_path):
         assert created and attempts.job(db, info.id).calibration_kind == "cache"
 
 
+def test_a_cache_of_another_tensorrt_release_is_submitted_with_a_warning(farm, tmp_path):
+    """A rollout carries the old build's cache as it was: an 8.5 cache named by an 8.6 build is submitted, with
+    a warning that says what to do; a cache of the build's own release (8601: 8.6.1, for 8.6.0) gets none."""
+    settings, db, blobs, plain, _ = farm
+    (tmp_path / "old.cache").write_bytes(b"TRT-8503-EntropyCalibration2\ninput: 3c010a14\n")
+    (tmp_path / "new.cache").write_bytes(b"TRT-8601-EntropyCalibration2\ninput: 3c010a14\n")
+    old, _ = upload(db, blobs, tmp_path / "old.cache")
+    new, _ = upload(db, blobs, tmp_path / "new.cache")
+    info, created = submit(settings, db, blobs, plain, {"precision": ["int8"]}, old.digest)
+    warning = next(w for w in info.warnings if w.code == "calibration_release")
+    assert created and "TensorRT 8.5" in warning.message and "uses 8.6.0" in warning.message
+    assert "name the data set instead" in warning.message
+    info, _ = submit(settings, db, blobs, plain, {"precision": ["int8"]}, new.digest)
+    assert not [w for w in info.warnings if w.code == "calibration_release"]
+    assert calibration._release("100300") == (10, 3) and calibration._release("8601") == (8, 6)
+
+
 def test_calibration_a_build_cannot_use_is_kept_with_a_warning(farm, tmp_path):
     settings, db, blobs, plain, qat = farm
     data, _ = upload(db, blobs, calibration_set(tmp_path / "a.npz", samples=8))
