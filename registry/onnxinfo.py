@@ -128,14 +128,9 @@ def _check_as_plugins(path: Path, name: str) -> bool:
     resolve alike) that moves them to PLUGIN_DOMAIN, and its complaint about the rest is InvalidModel."""
     import onnx
 
-    proto = load(path, name)
-    ops = set(plugin_ops(proto))
-    if not ops:
+    proto = plugins_apart(load(path, name))
+    if proto is None:
         return False
-    for node in nodes(proto):
-        if node.domain in ("", "ai.onnx") and node.op_type in ops:
-            node.domain = PLUGIN_DOMAIN
-    proto.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
     copy = path.with_name(f".plugin-check-{os.getpid()}-{path.name}")
     try:
         copy.write_bytes(proto.SerializeToString())
@@ -145,6 +140,21 @@ def _check_as_plugins(path: Path, name: str) -> bool:
     finally:
         copy.unlink(missing_ok=True)
     return True
+
+
+def plugins_apart(proto: Any) -> Any | None:
+    """The model (changed in place) with its plugin ops moved to PLUGIN_DOMAIN, as the checker is shown them;
+    None when it has none."""
+    import onnx
+
+    ops = set(plugin_ops(proto))
+    if not ops:
+        return None
+    for node in nodes(proto):
+        if node.domain in ("", "ai.onnx") and node.op_type in ops:
+            node.domain = PLUGIN_DOMAIN
+    proto.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
+    return proto
 
 
 def nodes(proto: Any) -> Iterator[Any]:

@@ -81,14 +81,24 @@ def sanitize_file(src: str | Path, dest: str | Path, steps: dict[str, Any] | Non
 
 
 def _check(model: Any) -> None:
+    """onnx.checker over the result (a ModelProto, or a path: external data beside it), TensorRT plugin ops shown
+    in a domain of their own as at intake (registry.onnxinfo), since the checker refuses ops ONNX lacks."""
     import onnx
 
+    from registry import onnxinfo
+
     try:
-        onnx.checker.check_model(model)
-    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(model, str | Path):
+            onnxinfo.check(model, Path(model).name)
+        else:
+            apart = onnx.ModelProto()
+            apart.CopyFrom(model)
+            onnx.checker.check_model(onnxinfo.plugins_apart(apart) or model)
+    except (InvalidModel, onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
+        text = exc.details.get("checker", exc.message) if isinstance(exc, InvalidModel) and exc.details else str(exc)
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         raise InvalidModel(f"the sanitized model fails the ONNX checker: {first}; build without `sanitize` "
-                           "or without the step that breaks it", details={"checker": str(exc)[:4000]}) from None
+                           "or without the step that breaks it", details={"checker": text[:4000]}) from None
 
 
 def default_opset(model: Any) -> int | None:

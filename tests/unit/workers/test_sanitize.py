@@ -345,3 +345,25 @@ def test_the_original_reference_gets_the_shape_values_as_its_inputs(tmp_path: Pa
         values["shape"]
     got = reference_outputs(checked.reference, {"X": feeds["X"], **checked.reference_feeds})
     assert _same(list(got.values()), expected)
+
+
+def test_a_model_with_tensorrt_plugin_ops_is_sanitized_and_checked_like_at_intake(tmp_path: Path) -> None:
+    """The checker refuses ops ONNX lacks (EfficientNMS_TRT, built by TensorRT's plugin library): sanitizing shows
+    it them in a domain of their own, as the intake does, and leaves the plugin nodes as they were; a broken graph
+    around them is still refused."""
+    from tests.models import efficient_nms_model
+
+    path = efficient_nms_model(tmp_path / "nms.onnx", batch=1, boxes=8, classes=2, max_output_boxes=4,
+                               score_threshold=0.2, iou_threshold=0.5)
+    notes = sanitize_file(path, tmp_path / "s.onnx")
+    out = onnx.load(str(tmp_path / "s.onnx"))
+    assert [(n.op_type, n.domain) for n in out.graph.node] == [("EfficientNMS_TRT", "")]
+    assert onnxinfo.plugin_ops(out) == ["EfficientNMS_TRT"] and onnxinfo.PLUGIN_DOMAIN not in {
+        o.domain for o in out.opset_import}
+    assert isinstance(notes, list)
+    model, _ = sanitize(onnx.load(str(path)))  # in memory too
+    assert onnxinfo.plugin_ops(model) == ["EfficientNMS_TRT"]
+    broken = onnx.load(str(path))
+    broken.graph.node[0].input[0] = "nowhere"
+    with pytest.raises(InvalidModel, match="the sanitized model fails the ONNX checker"):
+        sanitize(broken)
