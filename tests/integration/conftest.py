@@ -151,6 +151,27 @@ def postgres(services: None) -> Iterator[Postgres]:
         pg.drop_all()
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh, migrated database of either kind (a clone of the session's PostgreSQL template, or the SQLite
+    file of an embedded farm's home), as a registry.db.session.Database."""
+    from registry.db.migrate import upgrade
+    from registry.db.session import Database
+    from registry.settings import Settings
+
+    if request.param == "postgresql":
+        postgres: Postgres = request.getfixturevalue("postgres")
+        url = postgres.clone()
+    else:
+        url = Settings(home=tmp_path).resolved_database_url()
+        upgrade(url)
+    db = Database(url)
+    yield db
+    db.engine.dispose()
+    if request.param == "postgresql":
+        postgres.drop(url)
+
+
 # ------------------------------------------------------------------------------------------- Redis
 
 

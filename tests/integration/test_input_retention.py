@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import select, update
 
 from registry.blobs.local import LocalBlobStore
-from registry.db.migrate import upgrade
 from registry.db.session import Database
 from registry.db.tables import Build, Calibration, CalibrationCache, Plugin, utcnow
 from registry.digests import digest_of_file
@@ -22,26 +21,16 @@ from registry.services import builds, calibration, plugins, retention
 from registry.services.calibration import MadeCache
 from registry.services.models import register_model
 from registry.settings import Settings
-from tests.integration.conftest import Postgres
 from tests.models import calibration_set, convnet
 
 TARGET = "onnxruntime==1.32.0@x86_64-avx2"
 CACHE_TEXT = b"TRT-8601-EntropyCalibration2\ninput: 3c05394e\nconv0: 3cb44fd4\n"
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def farm(request, tmp_path: Path):  # noqa: ANN001, ANN201
-    if request.param == "postgresql":
-        postgres: Postgres = request.getfixturevalue("postgres")
-        url = postgres.clone()
-    else:
-        url = Settings(home=tmp_path).resolved_database_url()
-        upgrade(url)
-    db = Database(url)
-    yield db, LocalBlobStore(tmp_path / "blobs"), Settings(home=tmp_path)
-    db.engine.dispose()
-    if request.param == "postgresql":
-        postgres.drop(url)
+@pytest.fixture
+def farm(any_db: Database, tmp_path: Path):  # noqa: ANN201
+    """(Database, blob store, settings) on a fresh, migrated database of either kind (conftest's any_db)."""
+    return any_db, LocalBlobStore(tmp_path / "blobs"), Settings(home=tmp_path)
 
 
 def library() -> Path:

@@ -16,14 +16,11 @@ import pytest
 from sqlalchemy import select, update
 
 from registry.blobs.local import LocalBlobStore
-from registry.db.migrate import upgrade
 from registry.db.session import Database
 from registry.db.tables import Build, Model, TimingCache, TimingCacheBlob, Worker, utcnow
 from registry.services import fleet, retention, timing_caches
-from registry.settings import Settings
 from registry.spec import parse_spec
 from registry.status import BuildStatus
-from tests.integration.conftest import Postgres
 from workers import timing_sync
 from workers.launcher import BuildLog
 
@@ -36,22 +33,12 @@ def partition(version: str, precision: tuple[str, ...] = ()) -> str:
                                        spec=parse_spec({"precision": list(precision)}))
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def farm(request, tmp_path: Path):  # noqa: ANN001, ANN201
-    """(Database, blob store) on a fresh, migrated database of either kind."""
-    if request.param == "postgresql":
-        postgres: Postgres = request.getfixturevalue("postgres")
-        url = postgres.clone()
-    else:
-        url = Settings(home=tmp_path).resolved_database_url()
-        upgrade(url)
-    db = Database(url)
-    with db.session() as s:
+@pytest.fixture
+def farm(any_db: Database, tmp_path: Path):  # noqa: ANN201
+    """(Database, blob store) on a fresh, migrated database of either kind (conftest's any_db)."""
+    with any_db.session() as s:
         s.add(Model(id=MODEL, name="m", size=1, inputs=[], outputs=[], opsets={}, ir_version=8))
-    yield db, LocalBlobStore(tmp_path / "blobs")
-    db.engine.dispose()
-    if request.param == "postgresql":
-        postgres.drop(url)
+    return any_db, LocalBlobStore(tmp_path / "blobs")
 
 
 def merge(db: Database, blobs: LocalBlobStore, part: str, payload: bytes, expected: int | None = None) -> str:
