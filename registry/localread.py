@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,7 +62,7 @@ class LocalReads:
     url: str
     _local_reads: bool | None = None  # None: not decided yet for this Farm
 
-    def _get(self, path: str, **kwargs: Any) -> Any: ...  # registry.client.Farm
+    _get: Callable[..., Any]  # registry.client.Farm's
 
     def _read_local(self, engine: EngineInfo, out: IO[bytes]) -> tuple[str, int] | None:
         """The engine copied from the farm's disk into `out` (digest, size), or None: download it."""
