@@ -24,8 +24,9 @@ from registry.status import BuildStatus
 
 COMMANDS_GROUP = "trtfarm.commands"
 CALIBRATION_HELP = {
-    "calibration": "INT8 calibration: a data set (.npz, one array per model input, axis 0 = samples) or a TensorRT "
-                   "calibration cache, uploaded unless the farm has it; or the sha256:… digest of an upload",
+    "calibration": "INT8 calibration: a data set (.npz, one array per model input, axis 0 = samples; or a folder "
+                   "of such batches, merged in name order) or a TensorRT calibration cache, uploaded unless the "
+                   "farm has it; or the sha256:… digest of an upload",
     "algorithm": "the INT8 calibrator for a data set: entropy2 (the default), entropy, minmax or legacy",
 }
 app = typer.Typer(help="trtfarm: build farm and registry for TensorRT / ONNX Runtime engines.", no_args_is_help=True)

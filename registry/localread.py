@@ -19,16 +19,16 @@ from typing import IO, Any
 
 import httpx
 
+from registry.auth import is_loopback
 from registry.digests import CHUNK
 from registry.errors import EngineNotFound, FarmError, NotFound
 from registry.schemas import EngineInfo, LocalArtifact
 
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 RING = 8
 
 
 def on_this_host(url: str) -> bool:
-    return httpx.URL(url).host in LOOPBACK_HOSTS
+    return is_loopback(httpx.URL(url).host)
 
 
 def copy_hashed(source: Path, out: IO[bytes], limit: int) -> tuple[str, int]:

@@ -90,10 +90,12 @@ def _check(model: Any) -> None:
     try:
         if isinstance(model, str | Path):
             onnxinfo.check(model, Path(model).name)
-        else:
+        elif onnxinfo.plugin_ops(model):  # shown apart on a copy: the result keeps them where they were
             apart = onnx.ModelProto()
             apart.CopyFrom(model)
-            onnx.checker.check_model(onnxinfo.plugins_apart(apart) or model)
+            onnx.checker.check_model(onnxinfo.plugins_apart(apart))
+        else:
+            onnx.checker.check_model(model)
     except (InvalidModel, onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
         text = exc.details.get("checker", exc.message) if isinstance(exc, InvalidModel) and exc.details else str(exc)
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__

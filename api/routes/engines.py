@@ -13,6 +13,7 @@ from api.deps import stores
 from api.errors import COMMON, documented, error_response
 from api.ranges import byte_range
 from registry import compat
+from registry.auth import is_loopback
 from registry.db.tables import utcnow
 from registry.errors import NoLocalPath, RangeNotSatisfiable
 from registry.schemas import DIGEST, ID_OR_PREFIX, SLUG, EngineInfo, EngineList, LocalArtifact, Resolution
@@ -115,7 +116,6 @@ def get_artifact(engine_id: str = EngineId, range_: str | None = Header(None, al
     return StreamingResponse(body, status_code=206, media_type="application/octet-stream", headers=headers)
 
 
-LOOPBACK = ("127.0.0.1", "::1")
 PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
 
@@ -128,7 +128,7 @@ def local_artifact(request: Request, background: BackgroundTasks, engine_id: str
     engine = farm.reads.lookup(("engine", engine_id), lambda: engines.read(farm.db, engine_id))
     client = request.client.host if request.client else ""
     path = farm.blobs.local_path(engine.digest) if farm.settings.local_reads else None
-    if path is None or client not in LOOPBACK or any(h in request.headers for h in PROXY_HEADERS):
+    if path is None or not is_loopback(client) or any(h in request.headers for h in PROXY_HEADERS):
         raise NoLocalPath(f"engine {engine.id} cannot be read from this host's disk (the blob store is "
                           f"{farm.blobs.describe()}; only clients on the API's host, not through a proxy, with "
                           "TRTFARM_LOCAL_READS on): download it from /artifact", details={"engine": engine.id})

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from registry import calibdata, onnxinfo
+from registry import calibdata, compat, onnxinfo
 from registry.blobs.base import BlobStore
 from registry.db.session import Database
 from registry.db.tables import Calibration, CalibrationCache, Model
@@ -159,8 +159,7 @@ def _release_warning(row: Calibration, version: str | None) -> list[dict[str, st
     is 10.3.0): TensorRT ties a cache to its release, and a build that only has the cache cannot calibrate
     again (a rollout carries the old build's calibration as it was)."""
     made = _release(row.summary.get("tensorrt", ""))
-    wanted = tuple(int(p) for p in (version or "").split(".")[:2] if p.isdigit())
-    if made is None or len(wanted) < 2 or made == wanted:
+    if made is None or not version or made == compat.parse_version(version)[:2]:
         return []
     return [_warning("calibration_release", f"calibration cache {row.digest[:19]}… was written by TensorRT "
                      f"{made[0]}.{made[1]} ({row.summary.get('header')}); this build uses {version}, and TensorRT "

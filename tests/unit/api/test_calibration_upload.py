@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from registry.calibfolder import merge_folder
 from registry.client import Farm
 from registry.db.migrate import upgrade
 from registry.errors import CalibrationNeeded, InvalidCalibration
@@ -132,3 +133,30 @@ def test_the_cli_uploads_the_calibration_then_submits(client, tmp_path, monkeypa
     build = json.loads(result.stdout)
     assert build["calibration"] == "sha256:" + hashlib.sha256(data.read_bytes()).hexdigest()
     assert build["spec"]["calibration_algorithm"] == "minmax" and build["status"] == "queued"
+
+
+def test_a_folder_of_batches_goes_up_as_one_data_set(client, tmp_path):
+    """The SDK merges a folder's .npz batches in name order (each array along axis 0) and uploads one data set;
+    a batch that disagrees with the first is named before anything goes up, and an empty folder is refused."""
+    farm = Farm(str(client.base_url), transport=client._transport, cache_dir=tmp_path / "sdk")
+    rng = np.random.default_rng(5)
+    batches = [rng.standard_normal((n, 3, 8, 8)).astype(np.float32) for n in (4, 2, 3)]
+    folder = tmp_path / "batches"
+    folder.mkdir()
+    for i, batch in enumerate(batches):  # names sort as written: b0, b1, b2 (plus a file that is no batch)
+        np.savez(folder / f"b{i}.npz", input=batch, mask=np.full((len(batch), 2), i, np.int32))
+    (folder / "README.txt").write_text("not a batch")
+    info = farm.upload_calibration(folder)
+    assert info.kind == "data" and info.summary["samples"] == 9
+    assert info.summary["inputs"] == {"input": {"dtype": "float32", "shape": [9, 3, 8, 8]},
+                                      "mask": {"dtype": "int32", "shape": [9, 2]}}
+    with np.load(merge_folder(folder, tmp_path / "merged.npz")) as data:
+        np.testing.assert_array_equal(data["input"], np.concatenate(batches))
+        assert data["mask"][:, 0].tolist() == [0] * 4 + [1] * 2 + [2] * 3
+    assert farm.upload_calibration(folder) == info  # merged again to the same bytes: already there
+    np.savez(folder / "b3.npz", input=np.zeros((2, 3, 8, 4), np.float32), mask=np.zeros((2, 2), np.int32))
+    with pytest.raises(InvalidCalibration, match=r"b3\.npz holds .*shape after axis 0"):
+        farm.upload_calibration(folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidCalibration, match="holds no .npz file"):
+        farm.upload_calibration(tmp_path / "empty")
